@@ -1,0 +1,41 @@
+# Two commands a learner needs (see README.md):
+#   make lab    set up .venv if needed, then open JupyterLab on notebooks/
+#   make test   set up .venv if needed, then run ruff and the whole test suite (unit tests + nbval)
+# Set-up runs again only when pyproject.toml changes (the stamp file below).
+
+PYTHON ?= python3
+VENV   ?= .venv
+# PyTorch is installed first and pinned, so pip takes a CPU build where the machine offers one.
+# On Linux without a local CPU wheel, pass the CPU index, e.g.
+#   make lab TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
+TORCH          ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test lint student benchmark clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"Python 3.10+ is needed, found {sys.version.split()[0]}; set PYTHON=python3.11 (or similar)"'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[lab,test]"
+	touch $@
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab notebooks/
+
+lint: $(STAMP)
+	$(BIN)/ruff check lessons_lib tests scripts benchmarks
+
+test: lint
+	$(BIN)/python -m pytest
+
+student: $(STAMP)
+	$(BIN)/python scripts/build_student.py notebooks build/student
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) build

@@ -1,0 +1,150 @@
+"""Exercise checkers. Each runs a learner's function on a few cases and either prints one
+line saying it passed, or raises :class:`ExerciseFailure` with a message that says what is
+wrong in plain words: which case, what was expected, what came back, and a hint.
+
+The checkers never change the tensors they pass in, and use their own random generator, so
+calling one does not disturb a lesson's seeded state.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+
+import torch
+
+from .sparsity import magnitude_mask
+
+
+class ExerciseFailure(AssertionError):
+    """A learner's exercise does not pass yet; ``str(error)`` says why."""
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython shows this instead of a traceback: the message is the useful part.
+        return [f"✗ {type(self).__name__}: {line}" if i == 0 else f"  {line}"
+                for i, line in enumerate(str(self).splitlines())]
+
+
+def _call(fn: Callable, fn_name: str, *args: object) -> object:
+    """Call the learner's ``fn``; turn "not implemented" and crashes into plain messages."""
+    if not callable(fn):
+        raise ExerciseFailure(f"expected your function {fn_name}, got {type(fn).__name__} {fn!r}")
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise ExerciseFailure(
+            f"{fn_name} is not implemented yet: replace `raise NotImplementedError()` "
+            "with your code, run that cell, then run this check again."
+        ) from None
+    except Exception as error:
+        frame = traceback.extract_tb(error.__traceback__)[-1]
+        raise ExerciseFailure(
+            f"{fn_name} raised {type(error).__name__}: {error}\n"
+            f"at line {frame.lineno} of {frame.name}: {frame.line}"
+        ) from error
+
+
+def _passed(fn_name: str, n_cases: int) -> None:
+    print(f"✓ {fn_name} passes all {n_cases} checks.")
+
+
+def check_count_zeros(count_zeros: Callable[[torch.Tensor], int]) -> None:
+    """Lesson 00's warm-up: ``count_zeros(t)`` returns how many entries of ``t`` are exactly 0."""
+    cases = [torch.tensor([0.0, 1.5, 0.0, -2.0]),
+             torch.tensor([[0.0, 0.0], [0.0, 0.0]]),
+             torch.tensor([[1.0, -1.0, 0.5], [0.0, 3.0, 0.0]])]
+    for t in cases:
+        before = t.clone()
+        got = _call(count_zeros, "count_zeros", t)
+        expected = int((t == 0).sum())
+        if not torch.equal(t, before):
+            raise ExerciseFailure("count_zeros changed the tensor it was given; it should only read it.")
+        if isinstance(got, torch.Tensor):
+            raise ExerciseFailure(f"count_zeros returned a tensor ({got!r}); return a Python int, "
+                                  "e.g. with .item() or int(...).")
+        if got == t.numel() - expected and got != expected:
+            raise ExerciseFailure(f"for {t.tolist()} you returned {got}, the number of NON-zero "
+                                  f"entries; count the zeros instead (expected {expected}).")
+        if got != expected:
+            raise ExerciseFailure(f"for {t.tolist()} expected {expected} zeros, got {got!r}.")
+    _passed("count_zeros", len(cases))
+
+
+def _magnitude_cases() -> list[tuple[torch.Tensor, float]]:
+    """Weights of several shapes (distinct magnitudes, so the right answer is unique)."""
+    g = torch.Generator().manual_seed(1234)
+    return [
+        (torch.tensor([[0.3, -0.9, 0.05, 0.6], [-0.2, 0.8, -0.7, 0.1]]), 0.5),
+        (torch.randn(50, 100, generator=g), 0.3),
+        (torch.randn(8, 3, 3, 3, generator=g), 0.75),
+        (torch.randn(10, generator=g), 0.0),
+        (torch.randn(7, 5, generator=g), 1.0),
+        (torch.randn(20, 30, generator=g), 0.9),
+    ]
+
+
+def _as_keep_mask(result: object, weight: torch.Tensor, where: str) -> torch.Tensor:
+    """Turn a learner's mask into bool (True = keep), or explain why it is not a mask."""
+    if not isinstance(result, torch.Tensor):
+        raise ExerciseFailure(f"{where}: expected a torch.Tensor mask, got {type(result).__name__}.")
+    if result.shape != weight.shape:
+        raise ExerciseFailure(f"{where}: the mask has shape {tuple(result.shape)} but the weight has "
+                              f"shape {tuple(weight.shape)}; a mask must match the weight entry "
+                              "for entry (try .view_as(weight)).")
+    if result.dtype != torch.bool:
+        odd = result[(result != 0) & (result != 1)]
+        if odd.numel():
+            raise ExerciseFailure(f"{where}: a mask holds only 0/1 (or False/True), but yours "
+                                  f"contains {odd.flatten()[0].item()!r}. Did you return the "
+                                  "pruned weights instead of the mask?")
+    return result.bool()
+
+
+def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
+    """Lesson 01's exercise: ``magnitude_mask(weight, amount)`` keeps the largest |weight|.
+
+    Compares with the library's (and so ``prune.l1_unstructured``'s) mask on six weights of
+    different shapes and amounts, including 0 and 1, and names the usual mistakes.
+    """
+    cases = _magnitude_cases()
+    for weight, amount in cases:
+        where = f"weight of shape {tuple(weight.shape)}, amount={amount}"
+        before = weight.clone()
+        result = _call(magnitude_mask_fn, "magnitude_mask", weight, amount)
+        if not torch.equal(weight, before):
+            raise ExerciseFailure(f"{where}: magnitude_mask changed the weight in place; build a new "
+                                  "mask tensor and leave the weight as it was.")
+        mask = _as_keep_mask(result, weight, where)
+        n, k = weight.numel(), round(amount * weight.numel())
+        expected = magnitude_mask(weight, amount)
+        if torch.equal(mask, expected):
+            continue
+        zeros = int((~mask).sum())
+        if torch.equal(mask, ~expected):
+            raise ExerciseFailure(f"{where}: your mask is exactly inverted. Here 1/True means KEEP "
+                                  "and 0/False means prune.")
+        if k not in (0, n) and torch.equal(mask, ~magnitude_mask(weight, n - k)):
+            raise ExerciseFailure(f"{where}: you kept the SMALLEST-magnitude weights and pruned the "
+                                  "largest; magnitude pruning keeps the largest |w|.")
+        if k not in (0, n) and torch.equal(mask, _signed_mask(weight, k)):
+            raise ExerciseFailure(f"{where}: you ranked weights by their signed value, so large "
+                                  "negative weights were pruned; rank by magnitude with .abs().")
+        if zeros != k:
+            hint = (" With a threshold t = kthvalue(k), the k-th smallest magnitude is itself pruned: "
+                    "keep |w| > t (not >=)." if abs(zeros - k) == 1 else "")
+            raise ExerciseFailure(f"{where}: expected round({amount} x {n}) = {k} zeros, your mask "
+                                  f"has {zeros}.{hint}" + (" amount=0 must prune nothing (kthvalue "
+                                  "needs k >= 1, so handle k = 0 on its own)." if k == 0 else ""))
+        wrong = (mask != expected).nonzero()[0].tolist()
+        raise ExerciseFailure(f"{where}: the right number of zeros, but {int((mask != expected).sum())} "
+                              f"entries differ from the magnitude mask, e.g. at index {wrong}: weight "
+                              f"{weight[tuple(wrong)].item():.3f} should be "
+                              f"{'kept' if expected[tuple(wrong)] else 'pruned'}.")
+    _passed("magnitude_mask", len(cases))
+
+
+def _signed_mask(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """The mistake of pruning the k smallest *signed* values (bool, True = keep)."""
+    keep = torch.ones(weight.numel(), dtype=torch.bool)
+    keep[torch.sort(weight.flatten(), stable=True).indices[:k]] = False
+    return keep.view_as(weight)

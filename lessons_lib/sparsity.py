@@ -1,0 +1,132 @@
+"""Masks and sparsity: how to choose which weights go, and how much of a model is zero.
+
+The masks here are plain tensors (True = keep). To apply one to a module, use torch's own
+``torch.nn.utils.prune.custom_from_mask``; for the usual magnitude criterion,
+``prune.l1_unstructured`` computes exactly the mask :func:`magnitude_mask` does.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from .validate import amount_to_count, require_parameter, require_tensor
+
+
+def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
+    """Keep the largest-magnitude entries of ``weight``; prune the rest.
+
+    Args:
+        weight: any shape, e.g. ``(out_features, in_features)`` for a Linear layer.
+        amount: a float fraction in [0, 1] (prunes ``round(amount * weight.numel())`` entries)
+            or an int count, as in ``torch.nn.utils.prune``.
+
+    Returns:
+        A bool tensor with ``weight``'s shape; True = keep. It has exactly the requested
+        number of False entries.
+
+    Ties: when several entries share the cut-off magnitude, the ones that come first in
+    ``weight.flatten()`` order are pruned first (a stable sort). ``prune.l1_unstructured``
+    also prunes exactly the requested count, but which of the tied entries it drops is left to
+    ``torch.topk``, so with ties the two masks can differ in *which* entries, never in how many.
+    """
+    weight = require_tensor(weight, "weight")
+    k = amount_to_count(amount, weight.numel())
+    scores = weight.detach().abs().flatten()                     # (n,)
+    order = torch.sort(scores, stable=True).indices              # smallest first, ties by index
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    keep[order[:k]] = False
+    return keep.view_as(weight)
+
+
+def random_mask(
+    weight: torch.Tensor, amount: float | int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Prune a uniformly random set of entries: the baseline any criterion must beat.
+
+    Args:
+        weight: any shape; only its shape and size are used.
+        amount: fraction in [0, 1] or int count, as in :func:`magnitude_mask`.
+        generator: optional ``torch.Generator`` for a repeatable draw.
+
+    Returns:
+        A bool tensor with ``weight``'s shape (True = keep) with exactly the requested number
+        of False entries.
+    """
+    weight = require_tensor(weight, "weight")
+    k = amount_to_count(amount, weight.numel())
+    chosen = torch.randperm(weight.numel(), generator=generator)[:k]
+    keep = torch.ones(weight.numel(), dtype=torch.bool)
+    keep[chosen] = False
+    return keep.view(weight.shape)
+
+
+def sparsity(tensor: torch.Tensor) -> float:
+    """Fraction of entries of ``tensor`` that are exactly zero, in [0, 1]."""
+    tensor = require_tensor(tensor, "tensor")
+    return (tensor == 0).sum().item() / tensor.numel()
+
+
+def unpruned_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
+    """The weight before any mask: ``<name>_orig`` on a pruned module, else ``<name>``.
+
+    Returns a detached tensor (same storage, so do not modify it in place).
+    """
+    require_parameter(module, name)
+    params = dict(module.named_parameters(recurse=False))
+    return params.get(name + "_orig", params.get(name)).detach()
+
+
+class LayerSparsity(NamedTuple):
+    """One row of :func:`sparsity_report`."""
+
+    layer: str          # module path, e.g. "fc1" or "blocks.0.ffn.0"
+    shape: tuple        # shape of the weight
+    total: int          # number of weights
+    zeros: int          # how many are exactly zero (masked or removed)
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / self.total
+
+
+def sparsity_report(model: nn.Module, name: str = "weight") -> list[LayerSparsity]:
+    """Per-layer zeros of every module in ``model`` that has a parameter called ``name``.
+
+    Works before pruning, while masks are attached (it reads the masked ``weight``) and after
+    ``prune.remove``. Biases are not counted: pruning methods leave them alone.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    rows = []
+    for path, module in model.named_modules():
+        own = dict(module.named_parameters(recurse=False))
+        if name in own or name + "_orig" in own:
+            weight = getattr(module, name)
+            rows.append(LayerSparsity(path or type(module).__name__, tuple(weight.shape),
+                                      weight.numel(), int((weight == 0).sum())))
+    if not rows:
+        raise ValueError(f"model has no module with a parameter named {name!r}")
+    return rows
+
+
+def model_sparsity(model: nn.Module, name: str = "weight") -> float:
+    """Overall fraction of zeros over all ``name`` parameters in ``model`` (biases excluded)."""
+    rows = sparsity_report(model, name)
+    return sum(r.zeros for r in rows) / sum(r.total for r in rows)
+
+
+def format_sparsity_report(rows: list[LayerSparsity]) -> str:
+    """A fixed-width table of :func:`sparsity_report` rows, with a total line."""
+    if not rows:
+        raise ValueError("rows must hold at least one LayerSparsity, got an empty list")
+    width = max(len("total"), *(len(r.layer) for r in rows))
+    lines = [f"{'layer':<{width}}  {'shape':>12}  {'weights':>9}  {'zeros':>9}  sparsity"]
+    for r in rows:
+        shape = "x".join(map(str, r.shape))
+        lines.append(f"{r.layer:<{width}}  {shape:>12}  {r.total:>9,}  {r.zeros:>9,}  {r.sparsity:>7.1%}")
+    total, zeros = sum(r.total for r in rows), sum(r.zeros for r in rows)
+    lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / total:>7.1%}")
+    return "\n".join(lines)
