@@ -120,12 +120,12 @@ def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torc
         if torch.equal(mask, expected):
             continue
         zeros = int((~mask).sum())
-        if torch.equal(mask, ~expected):
-            raise ExerciseFailure(f"{where}: your mask is exactly inverted. Here 1/True means KEEP "
-                                  "and 0/False means prune.")
         if k not in (0, n) and torch.equal(mask, ~magnitude_mask(weight, n - k)):
             raise ExerciseFailure(f"{where}: you kept the SMALLEST-magnitude weights and pruned the "
                                   "largest; magnitude pruning keeps the largest |w|.")
+        if torch.equal(mask, ~expected):
+            raise ExerciseFailure(f"{where}: your mask is exactly inverted. Here 1/True means KEEP "
+                                  "and 0/False means prune.")
         if k not in (0, n) and torch.equal(mask, _signed_mask(weight, k)):
             raise ExerciseFailure(f"{where}: you ranked weights by their signed value, so large "
                                   "negative weights were pruned; rank by magnitude with .abs().")

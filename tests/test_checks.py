@@ -1,0 +1,109 @@
+"""Exercise checkers: a right answer passes, each usual mistake gets its own plain message."""
+
+import pytest
+import torch
+
+from lessons_lib.checks import ExerciseFailure, check_count_zeros, check_magnitude_mask
+
+
+def _topk_solution(weight, amount):
+    k = round(amount * weight.numel())
+    keep = torch.ones(weight.numel(), dtype=torch.bool)
+    if k:
+        keep[torch.topk(weight.abs().flatten(), k, largest=False).indices] = False
+    return keep.view_as(weight)
+
+
+def _failure(checker, fn) -> str:
+    with pytest.raises(ExerciseFailure) as info:
+        checker(fn)
+    return str(info.value)
+
+
+def test_right_answers_pass(capsys):
+    check_magnitude_mask(_topk_solution)
+    check_magnitude_mask(lambda w, a: _topk_solution(w, a).float())      # 0/1 floats are fine too
+    check_count_zeros(lambda t: int((t == 0).sum()))
+    out = capsys.readouterr().out
+    assert "✓ magnitude_mask passes all 6 checks." in out and "✓ count_zeros passes all 3 checks." in out
+
+
+def _not_implemented(*args):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("checker", [check_magnitude_mask, check_count_zeros])
+def test_stub_says_not_implemented(checker):
+    message = _failure(checker, _not_implemented)
+    assert "is not implemented yet" in message and "raise NotImplementedError()" in message
+
+
+def test_crash_names_error_and_line():
+    def broken(weight, amount):
+        k = round(amount * weight.numel())
+        threshold = weight.abs().flatten().kthvalue(k).values   # fails for k = 0
+        return weight.abs() > threshold
+    message = _failure(check_magnitude_mask, broken)
+    assert message.startswith("magnitude_mask raised RuntimeError")
+    assert "threshold = weight.abs().flatten().kthvalue(k).values" in message
+
+
+@pytest.mark.parametrize(("fn", "expected"), [
+    (lambda w, a: _topk_solution(w, a) if a == 0.5 else ~_topk_solution(w, a), "your mask is exactly inverted"),
+    (lambda w, a: _topk_solution(1 / w.abs(), a),
+     "you kept the SMALLEST-magnitude weights"),
+    (lambda w, a: _topk_solution(w.clamp(min=0) + 1e-6 * (w > 0), a) if 0 < a < 1 else _topk_solution(w, a),
+     "ranked weights by their signed value"),
+    (lambda w, a: _topk_solution(w, a).reshape(-1), "a mask must match the weight entry for entry"),
+    (lambda w, a: w * _topk_solution(w, a), "Did you return the pruned weights instead of the mask?"),
+    (lambda w, a: w.mul_(0) == 0, "changed the weight in place"),
+    (lambda w, a: [1, 0], "expected a torch.Tensor mask, got list"),
+])
+def test_named_mistakes(fn, expected):
+    assert expected in _failure(check_magnitude_mask, fn)
+
+
+def test_threshold_off_by_one_gets_a_hint():
+    def with_ge(weight, amount):
+        k = round(amount * weight.numel())
+        if k == 0:
+            return torch.ones_like(weight, dtype=torch.bool)
+        return weight.abs() >= weight.abs().flatten().kthvalue(k).values
+    message = _failure(check_magnitude_mask, with_ge)
+    assert "expected round(0.5 x 8) = 4 zeros, your mask has 3" in message
+    assert "keep |w| > t (not >=)" in message
+
+
+def test_amount_zero_gets_a_hint():
+    def prunes_one_at_zero(weight, amount):
+        return _topk_solution(weight, max(amount, 1 / weight.numel()))
+    message = _failure(check_magnitude_mask, prunes_one_at_zero)
+    assert "amount=0 must prune nothing" in message
+
+
+def test_wrong_entries_are_pointed_at():
+    def swaps_two(weight, amount):
+        mask = _topk_solution(weight, amount)
+        if 0 < amount < 1:
+            flat = mask.flatten()
+            first_kept, first_pruned = int(flat.nonzero()[0]), int((~flat).nonzero()[0])
+            flat[first_kept], flat[first_pruned] = False, True
+            mask = flat.view_as(weight)
+        return mask
+    message = _failure(check_magnitude_mask, swaps_two)
+    assert "the right number of zeros, but 2 entries differ" in message and "should be" in message
+
+
+def test_count_zeros_mistakes():
+    assert "the number of NON-zero entries" in _failure(check_count_zeros, lambda t: int((t != 0).sum()))
+    assert "return a Python int" in _failure(check_count_zeros, lambda t: (t == 0).sum())
+    assert "expected 2 zeros, got 0.5" in _failure(check_count_zeros, lambda t: (t == 0).float().mean().item())
+
+
+def test_not_a_function():
+    assert "expected your function magnitude_mask, got NoneType" in _failure(check_magnitude_mask, None)
+
+
+def test_failure_renders_without_a_traceback():
+    lines = ExerciseFailure("first line\nsecond line")._render_traceback_()
+    assert lines == ["✗ ExerciseFailure: first line", "  second line"]

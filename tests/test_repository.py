@@ -1,0 +1,126 @@
+"""Checks of the repository itself: declared dependencies, notebook hygiene, the lesson template."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import sys
+from importlib.metadata import packages_distributions
+from pathlib import Path
+
+import pytest
+import yaml
+from IPython.core.inputtransformer2 import TransformerManager
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+CONDA_TO_PYPI = {"pytorch-cpu": "torch"}   # conda-forge names that differ from PyPI's
+
+
+def _requirements(names: list[str]) -> dict[str, str]:
+    """canonical name -> version specifier, e.g. {"torch": ">=2.2"}."""
+    parsed = [Requirement(r) for r in names]
+    return {canonicalize_name(r.name): str(r.specifier) for r in parsed}
+
+
+def test_environment_yml_declares_what_pyproject_declares():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["channels"] == ["conda-forge"]
+    conda, pip = {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+            continue
+        req = Requirement(dep.replace("=", "==", 1) if re.fullmatch(r"[\w.-]+=[\d.]+", dep) else dep)
+        if req.name not in ("python", "pip"):
+            conda[canonicalize_name(CONDA_TO_PYPI.get(req.name, req.name))] = str(req.specifier)
+    declared = _requirements(PYPROJECT["dependencies"] + PYPROJECT["optional-dependencies"]["lab"])
+    assert conda == declared, "environment.yml and pyproject.toml (dependencies + lab) must match"
+    assert pip == ["-e ."], "Binder installs the series itself with `pip: -e .`"
+
+
+def _imports(source: str) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _notebook_code(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    to_python = TransformerManager().transform_cell   # turns %magics into plain Python
+    return "\n".join(to_python("".join(c["source"])) for c in cells if c["cell_type"] == "code")
+
+
+def _undeclared(modules: set[str], allowed: set[str]) -> set[str]:
+    dists = packages_distributions()
+    missing = set()
+    for module in modules - set(sys.stdlib_module_names) - {"lessons_lib"}:
+        providers = {canonicalize_name(d) for d in dists.get(module, [module])}
+        if not providers & allowed:
+            missing.add(module)
+    return missing
+
+
+def test_every_import_is_declared():
+    runtime = set(_requirements(PYPROJECT["dependencies"]))
+    everything = runtime | set(_requirements(sum(PYPROJECT["optional-dependencies"].values(), [])))
+    lesson_code = [p.read_text() for p in (ROOT / "lessons_lib").glob("*.py")]
+    lesson_code += [_notebook_code(p) for p in NOTEBOOKS]
+    assert _undeclared(set().union(*map(_imports, lesson_code)), runtime) == set()
+    tool_code = [p.read_text() for d in ("tests", "scripts", "benchmarks") for p in (ROOT / d).glob("*.py")]
+    assert _undeclared(set().union(*map(_imports, tool_code)), everything) == set()
+
+
+def test_notebooks_are_numbered_in_order():
+    numbers = [int(p.name[:2]) for p in NOTEBOOKS]
+    assert numbers == list(range(len(NOTEBOOKS))), [p.name for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_was_run_top_to_bottom_without_errors(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+    assert [c["execution_count"] for c in code] == list(range(1, len(code) + 1)), \
+        "re-run the notebook in a fresh kernel (Restart Kernel and Run All) before committing"
+    for cell in code:
+        for output in cell["outputs"]:
+            assert output["output_type"] != "error", f"stored error in: {''.join(cell['source'])[:80]}"
+            text = json.dumps(output.get("text", "")) + json.dumps(output.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"/(root|home|tmp|work)/", text), f"machine path in output: {text[:120]}"
+    assert path.stat().st_size < 2_000_000
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_follows_the_lesson_template(path):
+    cells = json.loads(path.read_text())["cells"]
+    title = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and title.startswith(f"# {path.name[:2]} · ")
+    for part in ("**What you will learn**", "**What you need**", "**Time to run**"):
+        assert part in title
+    setup = [c for c in cells if c["cell_type"] == "code"][0]
+    first_setup = [c for c in json.loads(NOTEBOOKS[0].read_text())["cells"] if c["cell_type"] == "code"][0]
+    assert setup["source"] == first_setup["source"], "every lesson opens with the same set-up cell"
+    headings = [line for c in cells if c["cell_type"] == "markdown" for line in "".join(c["source"]).splitlines()]
+    assert "## Summary" in headings and "## Next" in headings
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "seed_everything(" in code
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in ci and "make test" in readme and "make lab" in readme
+    assert "--nbval-lax" not in (ROOT / "pyproject.toml").read_text() + ci

@@ -1,0 +1,162 @@
+"""Masks and sparsity reporting, checked against torch.nn.utils.prune."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import prune
+
+import lessons_lib.sparsity as sp
+
+
+def _module_with(weight: torch.Tensor) -> nn.Module:
+    module = nn.Module()
+    module.weight = nn.Parameter(weight.clone())
+    return module
+
+
+shapes = st.lists(st.integers(1, 12), min_size=1, max_size=3).map(tuple)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=shapes, fraction=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_magnitude_mask_equals_prune_for_fractions(shape, fraction, seed):
+    # Continuous random weights have distinct magnitudes (almost surely), so the mask is unique.
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    module = _module_with(weight)
+    prune.l1_unstructured(module, "weight", amount=fraction)
+    ours = sp.magnitude_mask(weight, fraction)
+    assert torch.equal(ours, module.weight_mask.bool())
+    assert int((~ours).sum()) == round(fraction * weight.numel())
+
+
+@settings(max_examples=40, deadline=None)
+@given(shape=shapes, data=st.data())
+def test_magnitude_mask_equals_prune_for_counts(shape, data):
+    weight = torch.randn(shape)
+    count = data.draw(st.integers(0, weight.numel()))
+    module = _module_with(weight)
+    prune.l1_unstructured(module, "weight", amount=count)
+    ours = sp.magnitude_mask(weight, count)
+    assert torch.equal(ours, module.weight_mask.bool())
+    assert int((~ours).sum()) == count
+
+
+def test_ties_prune_exact_count_earliest_first():
+    tied = torch.tensor([0.1, 0.2, -0.2, 0.2, 0.5, 0.9])
+    mask = sp.magnitude_mask(tied, 0.5)
+    assert mask.tolist() == [False, False, False, True, True, True]
+    all_equal = torch.full((4, 5), 0.3)
+    mask = sp.magnitude_mask(all_equal, 7)
+    assert int((~mask).sum()) == 7
+    assert not mask.flatten()[:7].any() and mask.flatten()[7:].all()
+
+
+def test_magnitude_mask_leaves_weight_unchanged_and_keeps_shape():
+    weight = torch.randn(3, 4, 5)
+    before = weight.clone()
+    mask = sp.magnitude_mask(weight, 0.4)
+    assert mask.shape == weight.shape and mask.dtype == torch.bool
+    assert torch.equal(weight, before)
+
+
+def test_random_mask_exact_count_and_repeatable():
+    weight = torch.randn(50, 100)
+    a = sp.random_mask(weight, 0.3, torch.Generator().manual_seed(1))
+    b = sp.random_mask(weight, 0.3, torch.Generator().manual_seed(1))
+    c = sp.random_mask(weight, 0.3, torch.Generator().manual_seed(2))
+    assert int((~a).sum()) == 1500 and a.shape == weight.shape
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert not torch.equal(a, sp.magnitude_mask(weight, 0.3))
+
+
+@pytest.mark.parametrize("fn", [sp.magnitude_mask, sp.random_mask])
+@pytest.mark.parametrize(
+    ("amount", "error", "message"),
+    [
+        (1.3, ValueError, "amount as a fraction must be in [0, 1], got 1.3"),
+        (-0.1, ValueError, "amount as a fraction must be in [0, 1], got -0.1"),
+        (-1, ValueError, "amount as a count must be in [0, 20] (the number of entries), got -1"),
+        (21, ValueError, "amount as a count must be in [0, 20] (the number of entries), got 21"),
+        (True, TypeError, "amount must be a float fraction in [0, 1] or an int count, got bool True"),
+        ("half", TypeError, "amount must be a float fraction in [0, 1] or an int count, got str 'half'"),
+    ],
+)
+def test_bad_amount_is_named(fn, amount, error, message):
+    with pytest.raises(error) as info:
+        fn(torch.randn(4, 5), amount)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("fn", [sp.magnitude_mask, sp.random_mask, sp.sparsity])
+def test_bad_tensor_is_named(fn):
+    args = (0.5,) if fn is not sp.sparsity else ()
+    with pytest.raises(TypeError, match=r"must be a torch.Tensor, got list"):
+        fn([1.0, 2.0], *args)
+    with pytest.raises(ValueError, match=r"must have at least one element, got shape \(0,\)"):
+        fn(torch.empty(0), *args)
+
+
+def test_sparsity_counts_exact_zeros():
+    assert sp.sparsity(torch.tensor([0.0, 1.0, 0.0, -0.0])) == 0.75
+    assert sp.sparsity(torch.ones(3, 3)) == 0.0
+
+
+def test_unpruned_weight_before_during_after(layer):
+    original = layer.weight.detach().clone()
+    assert torch.equal(sp.unpruned_weight(layer), original)
+    prune.l1_unstructured(layer, "weight", amount=0.5)
+    assert torch.equal(sp.unpruned_weight(layer), original)      # weight_orig, not the masked one
+    prune.remove(layer, "weight")
+    assert sp.sparsity(sp.unpruned_weight(layer)) == 0.5
+
+
+def test_unpruned_weight_bad_name_and_no_weight(layer):
+    expected = r"name='weights' is not a parameter of Linear; expected one of \['bias', 'weight'\]"
+    with pytest.raises(ValueError, match=expected):
+        sp.unpruned_weight(layer, "weights")
+    with pytest.raises(ValueError, match=r"name='weight' is not a parameter of ReLU; expected one of \[\]"):
+        sp.unpruned_weight(nn.ReLU())
+    with pytest.raises(TypeError, match="module must be a torch.nn.Module, got Tensor"):
+        sp.unpruned_weight(torch.ones(2))
+
+
+def _mlp() -> nn.Sequential:
+    return nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 2)))
+
+
+def test_report_before_during_after_pruning():
+    model = _mlp()
+    rows = sp.sparsity_report(model)
+    assert [r.layer for r in rows] == ["0", "2.0", "2.1"]
+    assert [r.shape for r in rows] == [(6, 8), (4, 6), (2, 4)]
+    assert all(r.zeros == 0 for r in rows) and sp.model_sparsity(model) == 0.0
+
+    prune.l1_unstructured(model[0], "weight", amount=0.5)
+    prune.l1_unstructured(model[2][1], "weight", amount=1.0)
+    rows = sp.sparsity_report(model)
+    assert [r.zeros for r in rows] == [24, 0, 8]
+    assert rows[0].sparsity == 0.5 and rows[2].sparsity == 1.0
+    assert sp.model_sparsity(model) == pytest.approx(32 / 80)
+
+    prune.remove(model[0], "weight")
+    assert [r.zeros for r in sp.sparsity_report(model)] == [24, 0, 8]
+
+
+def test_report_on_a_bare_layer_and_formatting(layer):
+    prune.l1_unstructured(layer, "weight", amount=0.3)
+    rows = sp.sparsity_report(layer)
+    assert rows == [sp.LayerSparsity("Linear", (50, 100), 5000, 1500)]
+    text = sp.format_sparsity_report(rows)
+    assert text.splitlines()[1].split() == ["Linear", "50x100", "5,000", "1,500", "30.0%"]
+    assert text.splitlines()[-1].split() == ["total", "5,000", "1,500", "30.0%"]
+
+
+def test_report_errors():
+    with pytest.raises(ValueError, match="model has no module with a parameter named 'weight'"):
+        sp.sparsity_report(nn.Sequential(nn.ReLU()))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
+        sp.model_sparsity({})
+    with pytest.raises(ValueError, match="rows must hold at least one LayerSparsity"):
+        sp.format_sparsity_report([])

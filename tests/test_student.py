@@ -1,0 +1,73 @@
+"""Student versions: built with nbgrader's preprocessors, no solution left, stubs fail politely."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+WITH_EXERCISES = [p for p in NOTEBOOKS if "### BEGIN SOLUTION" in p.read_text()]
+
+
+def _builder():
+    spec = importlib.util.spec_from_file_location("build_student", ROOT / "scripts" / "build_student.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def student_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("student")
+    written = _builder().build_student_versions(ROOT / "notebooks", out)
+    assert [p.name for p in written] == [p.name for p in NOTEBOOKS]
+    return out
+
+
+def _solution_lines(path: Path) -> list[str]:
+    lines, inside = [], False
+    for cell in json.loads(path.read_text())["cells"]:
+        for line in "".join(cell["source"]).splitlines():
+            if "### END SOLUTION" in line:
+                inside = False
+            if inside and line.strip():
+                lines.append(line.strip())
+            if "### BEGIN SOLUTION" in line:
+                inside = True
+    return lines
+
+
+def test_exercises_exist():
+    assert {p.name for p in WITH_EXERCISES} >= {"00_start_here.ipynb", "01_magnitude_masks.ipynb"}
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_no_solution_code_remains(path, student_dir):
+    student = nbformat.read(student_dir / path.name, as_version=4)
+    code = "\n".join(c.source for c in student.cells)
+    assert "BEGIN SOLUTION" not in code and "END SOLUTION" not in code
+    assert "raise NotImplementedError()" in code
+    leftovers = [line for line in _solution_lines(path) if line in {s.strip() for s in code.splitlines()}]
+    assert leftovers == []
+    assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
+def test_untouched_student_notebook_fails_only_at_its_checks(path, student_dir):
+    student = nbformat.read(student_dir / path.name, as_version=4)
+    NotebookClient(student, timeout=300, allow_errors=True, kernel_name="python3",
+                   resources={"metadata": {"path": str(student_dir)}}).execute()
+    errors = [(cell.source, out) for cell in student.cells if cell.cell_type == "code"
+              for out in cell.outputs if out.output_type == "error"]
+    exercises = sum("### BEGIN SOLUTION" in "".join(c["source"]) for c in json.loads(path.read_text())["cells"])
+    assert len(errors) == exercises, [out.evalue for _, out in errors]
+    for source, out in errors:
+        assert "check_" in source, f"a cell other than a check failed: {source[:80]}"
+        assert out.ename == "ExerciseFailure" and "is not implemented yet" in out.evalue
+        assert len(out.traceback) <= 2, "the checker should show its message, not a traceback"

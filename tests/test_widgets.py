@@ -1,0 +1,52 @@
+"""The sparsity explorer: it reacts, recomputes from the unpruned weights, changes nothing."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import lessons_lib.sparsity as sp
+from lessons_lib.measure import output_error
+from lessons_lib.widgets import layer_readout, sparsity_explorer
+
+
+def test_slider_changes_readout_and_picture(layer):
+    x = torch.randn(64, 100)
+    slider, readout, image = sparsity_explorer(layer, x, amount=0.5).children
+    first_text, first_png = readout.value, bytes(image.value)
+    assert first_text.startswith("sparsity 50% · kept 2,500 of 5,000 weights")
+    assert first_png.startswith(b"\x89PNG")
+    slider.value = 0.9
+    expected = layer_readout(layer.weight, sp.magnitude_mask(layer.weight, 0.9),
+                             output_error(layer, x, sp.magnitude_mask(layer.weight, 0.9)))
+    assert readout.value == expected and readout.value != first_text
+    assert bytes(image.value) != first_png
+
+
+def test_no_compounding_and_layer_untouched(layer):
+    x = torch.randn(64, 100)
+    before = layer.weight.detach().clone()
+    slider, readout, _ = sparsity_explorer(layer, x, amount=0.2).children
+    first = readout.value
+    for value in [0.5, 0.8, 0.2]:
+        slider.value = value
+    assert readout.value == first                    # back at 20%: same as the first time
+    assert torch.equal(layer.weight, before)
+    assert not hasattr(layer, "weight_mask") and not layer._forward_pre_hooks
+
+
+def test_explorer_on_a_pruned_layer_starts_from_weight_orig(layer):
+    x = torch.randn(64, 100)
+    plain = sparsity_explorer(layer, x, amount=0.3).children[1].value
+    prune.l1_unstructured(layer, "weight", amount=0.9)
+    pruned = sparsity_explorer(layer, x, amount=0.3).children[1].value
+    assert pruned == plain
+
+
+def test_explorer_bad_inputs(layer):
+    with pytest.raises(TypeError, match="layer must be a torch.nn.Linear, got Sequential"):
+        sparsity_explorer(nn.Sequential(layer), torch.randn(4, 100))
+    with pytest.raises(ValueError, match=r"x must have 100 features"):
+        sparsity_explorer(layer, torch.randn(4, 10))
+    with pytest.raises(ValueError, match=r"amount as a fraction must be in \[0, 1\], got 1.5"):
+        sparsity_explorer(layer, torch.randn(4, 100), amount=1.5)
