@@ -10,6 +10,8 @@ VENV   ?= .venv
 #   make lab TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 TORCH          ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
+# Extra JupyterLab flags, e.g. LAB_ARGS="--no-browser --port 8890" (or --allow-root in a container).
+LAB_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(LAB_ARGS) notebooks/
 
 lint: $(STAMP)
 	$(BIN)/ruff check lessons_lib tests scripts benchmarks

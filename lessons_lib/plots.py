@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 from .validate import require_tensor
 
@@ -47,7 +48,8 @@ def plot_weight_histogram(
     ax = _axes(ax)
     edges = np.linspace(weight.min().item(), weight.max().item(), bins + 1)
     counts, _ = np.histogram(weight.numpy(), bins=edges)
-    ax.stairs(counts, edges, fill=True, color="lightgray", label=f"before: {weight.numel():,}")
+    label = "before" if mask is not None else "weights"
+    ax.stairs(counts, edges, fill=True, color="lightgray", label=f"{label}: {weight.numel():,}")
     if mask is not None:
         mask = require_tensor(mask, "mask").detach().flatten().bool().cpu()
         if mask.numel() != weight.numel():
@@ -57,7 +59,9 @@ def plot_weight_histogram(
     ax.set_title("weight values before and after pruning" if mask is not None else "weight values")
     ax.set_xlabel("weight value")
     ax.set_ylabel("number of weights")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.set_ylim(0, 1.3 * counts.max())             # headroom, so the legend sits above the bars
+    ax.legend(loc="upper right", fontsize="small", ncols=2)
     return ax
 
 

@@ -74,7 +74,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
         mask_ax.set_title(f"mask: {mask.float().mean().item():.0%} of weights kept")
         kept_bars.set_data(values=np.histogram(values[mask.flatten().numpy()], bins=edges)[0])
         kept_bars.set_label(f"kept: {int(mask.sum()):,}")
-        hist_ax.legend(loc="upper right", fontsize="small")
+        hist_ax.legend(loc="upper right", fontsize="small", ncols=2)
         image.value = figure_png(fig)
 
     slider.observe(redraw, names="value")
