@@ -20,8 +20,8 @@ def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
 
     Args:
         weight: any shape, e.g. ``(out_features, in_features)`` for a Linear layer.
-        amount: a float fraction in [0, 1] (prunes ``round(amount * weight.numel())`` entries)
-            or an int count, as in ``torch.nn.utils.prune``.
+        amount: a float fraction in [0, 1] (prunes ``round(amount * weight.numel())`` entries,
+            Python's round, halves to even, exactly as ``torch.nn.utils.prune``) or an int count.
 
     Returns:
         A bool tensor with ``weight``'s shape; True = keep. It has exactly the requested

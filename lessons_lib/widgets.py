@@ -22,11 +22,22 @@ from torch import nn
 from .measure import _check_linear_input, output_error
 from .plots import plot_pruned_layer
 from .sparsity import magnitude_mask, unpruned_weight
-from .validate import amount_to_count
+from .validate import amount_to_count, require_positive_int, require_tensor
 
 
 def layer_readout(weight: torch.Tensor, mask: torch.Tensor, error: float) -> str:
-    """One line of text describing a pruned layer (used by explorers and printed in lessons)."""
+    """One line of text describing a pruned layer (used by explorers and printed in lessons).
+
+    Args:
+        weight: the unpruned weight, any shape.
+        mask: bool or 0/1, ``weight``'s shape (1 = keep).
+        error: the relative output error, a number >= 0.
+    """
+    weight, mask = require_tensor(weight, "weight"), require_tensor(mask, "mask")
+    if mask.shape != weight.shape:
+        raise ValueError(f"mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}")
+    if not error >= 0:
+        raise ValueError(f"error must be a number >= 0, got {error!r}")
     kept = int(mask.sum())
     return (f"sparsity {1 - kept / weight.numel():.0%} · kept {kept:,} of {weight.numel():,} weights"
             f" · relative output error {error:.3f}")
@@ -34,6 +45,9 @@ def layer_readout(weight: torch.Tensor, mask: torch.Tensor, error: float) -> str
 
 def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     """Render ``fig`` to PNG bytes (for an ``ipywidgets.Image``)."""
+    if not isinstance(fig, Figure):
+        raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+    require_positive_int(dpi, "dpi")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

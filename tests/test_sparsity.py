@@ -23,7 +23,7 @@ shapes = st.lists(st.integers(1, 12), min_size=1, max_size=3).map(tuple)
 @given(shape=shapes, fraction=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
 def test_magnitude_mask_equals_prune_for_fractions(shape, fraction, seed):
     # Continuous random weights have distinct magnitudes (almost surely), so the mask is unique.
-    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+    weight = torch.randn(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     module = _module_with(weight)
     prune.l1_unstructured(module, "weight", amount=fraction)
     ours = sp.magnitude_mask(weight, fraction)
@@ -34,7 +34,7 @@ def test_magnitude_mask_equals_prune_for_fractions(shape, fraction, seed):
 @settings(max_examples=40, deadline=None)
 @given(shape=shapes, data=st.data())
 def test_magnitude_mask_equals_prune_for_counts(shape, data):
-    weight = torch.randn(shape)
+    weight = torch.randn(shape, dtype=torch.float64)  # distinct magnitudes, so the mask is unique
     count = data.draw(st.integers(0, weight.numel()))
     module = _module_with(weight)
     prune.l1_unstructured(module, "weight", amount=count)

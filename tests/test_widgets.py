@@ -50,3 +50,27 @@ def test_explorer_bad_inputs(layer):
         sparsity_explorer(layer, torch.randn(4, 10))
     with pytest.raises(ValueError, match=r"amount as a fraction must be in \[0, 1\], got 1.5"):
         sparsity_explorer(layer, torch.randn(4, 100), amount=1.5)
+
+
+def test_layer_readout_text_and_errors():
+    weight = torch.randn(4, 5)
+    mask = sp.magnitude_mask(weight, 0.4)
+    assert layer_readout(weight, mask, 0.25) == "sparsity 40% · kept 12 of 20 weights · relative output error 0.250"
+    with pytest.raises(ValueError, match=r"mask must have the weight's shape \(4, 5\), got \(5, 4\)"):
+        layer_readout(weight, mask.T, 0.25)
+    with pytest.raises(ValueError, match="error must be a number >= 0, got -1"):
+        layer_readout(weight, mask, -1)
+
+
+def test_figure_png():
+    import matplotlib.pyplot as plt
+
+    from lessons_lib.widgets import figure_png
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    png = figure_png(fig, dpi=50)
+    assert png.startswith(b"\x89PNG") and int.from_bytes(png[16:20], "big") == 100   # width in pixels
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure, got Axes"):
+        figure_png(ax)
+    with pytest.raises(ValueError, match="dpi must be a positive int, got 0"):
+        figure_png(fig, dpi=0)
