@@ -148,3 +148,76 @@ def _signed_mask(weight: torch.Tensor, k: int) -> torch.Tensor:
     keep = torch.ones(weight.numel(), dtype=torch.bool)
     keep[torch.sort(weight.flatten(), stable=True).indices[:k]] = False
     return keep.view_as(weight)
+
+
+def _as_number(result: object, fn_name: str) -> float:
+    if isinstance(result, torch.Tensor) and result.numel() == 1:
+        return float(result)
+    if isinstance(result, int | float) and not isinstance(result, bool):
+        return float(result)
+    raise ExerciseFailure(f"{fn_name} should return a number (a float), got {type(result).__name__} {result!r}")
+
+
+def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], float], float]) -> None:
+    """Lesson 02's exercise: ``global_threshold(weights, amount)`` returns the magnitude of the
+    ``round(amount * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when amount is 0)."""
+    from .pruning import global_threshold
+
+    g = torch.Generator().manual_seed(2024)
+    layers = [torch.randn(8, 6, generator=g), 0.2 * torch.randn(12, 8, generator=g), torch.randn(3, 12, generator=g)]
+    cases = [(layers, 0.5), (layers, 0.9), (layers[:2], 0.25), ([layers[1]], 0.7), (layers, 0.0)]
+    for weights, amount in cases:
+        shapes = [tuple(w.shape) for w in weights]
+        where = f"weights of shapes {shapes}, amount={amount}"
+        before = [w.clone() for w in weights]
+        got = _as_number(_call(global_threshold_fn, "global_threshold", list(weights), amount), "global_threshold")
+        if not all(torch.equal(w, b) for w, b in zip(weights, before, strict=True)):
+            raise ExerciseFailure(f"{where}: global_threshold changed the weights it was given; only read them.")
+        expected = global_threshold(weights, amount)
+        if got == expected:
+            continue
+        scores = torch.cat([w.abs().flatten() for w in weights]).sort().values
+        k = round(amount * scores.numel())
+        per_layer = sum(w.abs().flatten().kthvalue(max(1, round(amount * w.numel()))).values.item()
+                        for w in weights) / len(weights)
+        signed = torch.cat([w.flatten() for w in weights]).kthvalue(max(k, 1)).values.item()
+        if k > 0 and abs(got - per_layer) < 1e-6 and len(weights) > 1:
+            raise ExerciseFailure(f"{where}: you averaged one threshold per layer ({got:.4f}); a global threshold "
+                                  "ranks ALL weights together: concatenate them first (torch.cat of flattened |w|).")
+        if k > 0 and abs(got - signed) < 1e-6:
+            raise ExerciseFailure(f"{where}: you ranked signed values ({got:.4f}); rank magnitudes with .abs().")
+        if 0 < k < len(scores) and got in (scores[k - 2].item() if k > 1 else None, scores[k].item()):
+            raise ExerciseFailure(f"{where}: off by one: you returned the {'(k-1)' if got < expected else '(k+1)'}-th "
+                                  f"smallest magnitude; the threshold is the k-th, k = round({amount} x {len(scores)}) "
+                                  f"= {k} (kthvalue counts from 1).")
+        raise ExerciseFailure(f"{where}: expected {expected:.6f}, got {got:.6f}.")
+    _passed("global_threshold", len(cases))
+
+
+def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]) -> None:
+    """Lesson 03's exercise: ``cubic_sparsity(step, final, start, end)`` is Zhu & Gupta's
+    ``final * (1 - (1 - progress) ** 3)`` with ``progress = (step - start) / (end - start)``
+    clamped to [0, 1] (sparsity 0 before ``start``, ``final`` from ``end`` on)."""
+    from .schedules import cubic_sparsity
+
+    points = [(0, 0.9, 0, 10), (10, 0.9, 0, 10), (5, 0.9, 0, 10), (2.5, 0.8, 0, 10), (7, 0.95, 2, 12),
+              (-3, 0.9, 0, 10), (15, 0.9, 0, 10), (1, 0.5, 1, 5)]
+    for step, final, start, end in points:
+        where = f"cubic_sparsity(step={step}, final={final}, start={start}, end={end})"
+        got = _as_number(_call(cubic_fn, "cubic_sparsity", step, final, start, end), "cubic_sparsity")
+        expected = cubic_sparsity(step, final, start, end)
+        if abs(got - expected) <= 1e-9:
+            continue
+        progress = (step - start) / (end - start)
+        if abs(got - final * progress ** 3) < 1e-9:
+            raise ExerciseFailure(f"{where}: you returned final * progress**3 = {got:.4f}, which rises slowly at "
+                                  f"first; the cubic schedule rises FAST first: final * (1 - (1 - progress)**3) "
+                                  f"= {expected:.4f}.")
+        if abs(got - final * progress) < 1e-9:
+            raise ExerciseFailure(f"{where}: you returned a straight line ({got:.4f}); the schedule is cubic: "
+                                  f"final * (1 - (1 - progress)**3) = {expected:.4f}.")
+        if not 0 <= progress <= 1:
+            raise ExerciseFailure(f"{where}: expected {expected:.4f}, got {got:.4f}. Outside [start, end] the "
+                                  "sparsity stays at 0 (before) or final (after): clamp progress to [0, 1].")
+        raise ExerciseFailure(f"{where}: expected {expected:.4f}, got {got:.4f}.")
+    _passed("cubic_sparsity", len(points))

@@ -1,14 +1,18 @@
-"""Measuring what a mask does to a layer's output."""
+"""Measuring what pruning does: to one layer's output, and to a model's accuracy."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models import linear_layers
+from .pruning import prune_per_layer
 from .sparsity import unpruned_weight
+from .training import accuracy
 from .validate import require_tensor
 
 MaskFn = Callable[[torch.Tensor, float], torch.Tensor]
@@ -77,3 +81,32 @@ def error_vs_sparsity(
         raise ValueError("amounts must hold at least one fraction, got an empty sequence")
     weight = unpruned_weight(layer)
     return [output_error(layer, x, mask_fn(weight, a)) for a in amounts]
+
+
+def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amounts: Sequence[float],
+                         prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
+    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``amounts``.
+
+    ``prune_fn(copy, amount)`` prunes the copy in place, e.g. ``pruning.prune_global``. The
+    model itself is never pruned, so nothing compounds.
+    """
+    if len(amounts) == 0:
+        raise ValueError("amounts must hold at least one fraction, got an empty sequence")
+    results = []
+    for amount in amounts:
+        pruned = copy.deepcopy(model)
+        prune_fn(pruned, amount)
+        results.append(accuracy(pruned, x, y))
+    return results
+
+
+def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                     amounts: Sequence[float]) -> dict[str, list[float]]:
+    """For each Linear layer alone, accuracy when only that layer is pruned by magnitude.
+
+    Returns layer name -> one accuracy per fraction in ``amounts``. Use validation data: the
+    result is meant for choosing per-layer sparsities.
+    """
+    return {name: accuracy_vs_sparsity(model, x, y, amounts,
+                                       lambda m, a, name=name: prune_per_layer(m, {name: a}))
+            for name in linear_layers(model)}

@@ -107,3 +107,38 @@ def plot_pruned_layer(weight: torch.Tensor, mask: torch.Tensor, axes: Sequence[A
     plot_mask(mask, ax=axes[0])
     plot_weight_histogram(weight, mask, ax=axes[1])
     return axes
+
+
+def plot_plans(plans: Mapping[str, Sequence[tuple[int, float]]], epochs: int, ax: Axes | None = None,
+               title: str = "pruning schedules with the same training budget") -> Axes:
+    """Sparsity in force at each epoch, one step line per plan (``schedules`` plans)."""
+    from .schedules import sparsity_per_epoch
+
+    if not plans:
+        raise ValueError("plans must hold at least one plan")
+    ax = _axes(ax, figsize=(6, 3.2))
+    for name, plan in plans.items():
+        curve = sparsity_per_epoch(list(plan), epochs)
+        ax.step(range(epochs + 1), [100 * s for s in curve + curve[-1:]], where="post", label=name)
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("sparsity in force (%)")
+    ax.set_xlim(0, epochs)
+    ax.set_ylim(0, 100)
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
+                              spreads: Mapping[str, Sequence[float]] | None = None, ax: Axes | None = None,
+                              title: str = "accuracy vs sparsity", chance: float | None = None) -> Axes:
+    """Accuracy in percent (y) against sparsity in percent (x), one line per method."""
+    ax = plot_error_vs_sparsity(amounts, {k: [100 * v for v in vs] for k, vs in curves.items()},
+                                spreads={k: [100 * v for v in vs] for k, vs in (spreads or {}).items()},
+                                ax=ax, title=title)
+    ax.set_ylabel("test accuracy (%)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="gray", linestyle=":", label="chance")
+        ax.legend()
+    return ax

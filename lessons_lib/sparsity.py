@@ -130,3 +130,4 @@ def format_sparsity_report(rows: list[LayerSparsity]) -> str:
     total, zeros = sum(r.total for r in rows), sum(r.zeros for r in rows)
     lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / total:>7.1%}")
     return "\n".join(lines)
+

@@ -18,11 +18,14 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from torch import nn
+from torch.nn.utils import prune
 
 from .measure import _check_linear_input, output_error
-from .plots import plot_pruned_layer
+from .models import linear_layers
+from .plots import plot_plans, plot_pruned_layer
+from .schedules import cubic_plan, iterative_plan, one_shot_plan
 from .sparsity import magnitude_mask, unpruned_weight
-from .validate import amount_to_count, require_positive_int, require_tensor
+from .validate import require_fraction, require_positive_int, require_tensor
 
 
 def layer_readout(weight: torch.Tensor, mask: torch.Tensor, error: float) -> str:
@@ -66,7 +69,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
         redraws; ``readout.value`` holds the text shown.
     """
     _check_linear_input(layer, x)
-    amount_to_count(float(amount), 1, "amount")
+    require_fraction(amount, "amount")
     weight = unpruned_weight(layer).clone()            # (out, in): the weights we start from
     slider = widgets.FloatSlider(value=amount, min=0.0, max=1.0, step=0.01, description="sparsity",
                                  readout_format=".0%", continuous_update=True)
@@ -94,3 +97,108 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([slider, readout, image])
+
+
+def _masked_accuracy(model: nn.Module, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
+                     x: torch.Tensor, y: torch.Tensor) -> float:
+    """Accuracy of ``model`` with each ``<layer>.weight`` replaced by weight * mask (model untouched)."""
+    params = {f"{name}.weight": weights[name] * masks[name] for name in weights}
+    with torch.no_grad():
+        logits = torch.func.functional_call(model, params, (x,))
+    return (logits.argmax(dim=1) == y).float().mean().item()
+
+
+def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                            amounts: dict[str, float] | None = None) -> widgets.VBox:
+    """One magnitude-sparsity slider per Linear layer, with live accuracy, overall sparsity and
+    the number of weights left.
+
+    Args:
+        model: a model without pruning masks (its Linear weights are the starting point).
+        x: inputs ``(n, features)``; y: labels ``(n,)`` on which accuracy is measured.
+        amounts: optional starting sparsity per layer name (default 0 for all).
+
+    Returns:
+        ``VBox([sliders..., readout, image])``; ``readout.value`` holds the text shown.
+    """
+    if any(prune.is_pruned(m) for m in model.modules()):
+        raise ValueError("model must not carry pruning masks; pass the dense model (the explorer masks it itself)")
+    layers = linear_layers(model)
+    amounts = dict(amounts or {})
+    for name, amount in amounts.items():
+        if name not in layers:
+            raise ValueError(f"amounts has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
+        require_fraction(amount, f"amounts[{name!r}]")
+    weights = {name: layer.weight.detach().clone() for name, layer in layers.items()}   # unpruned
+    total = sum(w.numel() for w in weights.values())
+    sliders = {name: widgets.FloatSlider(value=amounts.get(name, 0.0), min=0.0, max=1.0, step=0.01,
+                                         description=name, readout_format=".0%") for name in layers}
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.45 * len(layers)))
+    fig.subplots_adjust(left=0.18, right=0.97, bottom=0.3, top=0.85)
+    plt.close(fig)
+    bars = ax.barh(list(layers), [1.0] * len(layers), color="tab:blue")
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.set_xlabel("sparsity of the layer (%)")
+    ax.set_title("per-layer sparsity")
+    labels = [ax.text(2, i, "", va="center", fontsize="small") for i in range(len(layers))]
+
+    def redraw(_change: object = None) -> None:
+        masks = {name: magnitude_mask(w, sliders[name].value) for name, w in weights.items()}
+        kept = sum(int(m.sum()) for m in masks.values())
+        acc = _masked_accuracy(model, weights, masks, x, y)
+        readout.value = (f"accuracy {acc:.1%} · overall sparsity {1 - kept / total:.1%}"
+                         f" · {kept:,} of {total:,} weights left")
+        for bar, label, name in zip(bars, labels, layers, strict=True):
+            bar.set_width(100 * sliders[name].value)
+            label.set_text(f"{int(masks[name].sum()):,} of {masks[name].numel():,} left")
+            label.set_x(min(100 * sliders[name].value, 62) + 2)
+        image.value = figure_png(fig)
+
+    for slider in sliders.values():
+        slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([*sliders.values(), readout, image])
+
+
+def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> widgets.VBox:
+    """Sliders for final sparsity, number of pruning steps and the epoch by which the cubic
+    schedule ends; draws the one-shot, iterative and cubic plans of ``schedules``.
+
+    Returns ``VBox([final, steps, end, readout, image])``.
+    """
+    epochs = require_positive_int(epochs, "epochs")
+    require_fraction(final, "final")
+    steps = require_positive_int(steps, "steps")
+    if epochs < 2 or steps > epochs:
+        raise ValueError(f"need epochs >= 2 and steps <= epochs, got epochs={epochs}, steps={steps}")
+    final_slider = widgets.FloatSlider(value=final, min=0.0, max=0.99, step=0.01, description="final",
+                                       readout_format=".0%")
+    steps_slider = widgets.IntSlider(value=steps, min=1, max=epochs, description="steps")
+    end_slider = widgets.IntSlider(value=max(steps, round(2 * epochs / 3)), min=1, max=epochs,
+                                   description="cubic end")
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig.subplots_adjust(left=0.12, right=0.97, bottom=0.16, top=0.9)
+    plt.close(fig)
+
+    def redraw(_change: object = None) -> None:
+        end_slider.value = max(end_slider.value, steps_slider.value)   # a plan needs end >= steps
+        plans = {"one-shot": one_shot_plan(final_slider.value),
+                 "iterative": iterative_plan(final_slider.value, epochs, steps_slider.value),
+                 "cubic": cubic_plan(final_slider.value, epochs, steps_slider.value, end_slider.value)}
+        cubic = plans["cubic"]
+        readout.value = (f"cubic: {len(cubic)} prunings, to {cubic[0][1]:.1%} at epoch {cubic[0][0]} and "
+                         f"{cubic[-1][1]:.1%} at epoch {cubic[-1][0]}; {epochs - cubic[-1][0]} epochs at "
+                         f"final sparsity")
+        ax.clear()
+        plot_plans(plans, epochs, ax=ax)
+        image.value = figure_png(fig)
+
+    for slider in (final_slider, steps_slider, end_slider):
+        slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([final_slider, steps_slider, end_slider, readout, image])

@@ -1,0 +1,41 @@
+"""Models used by the lessons."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MLP(nn.Module):
+    """A plain multi-layer perceptron: Linear -> ReLU -> ... -> Linear (logits).
+
+    ``MLP((64, 256, 128, 10))`` has layers ``layers.0`` (256x64), ``layers.1`` (128x256) and
+    ``layers.2`` (10x128): 50,816 parameters, of which 50,432 are weights.
+
+    Input ``(batch, sizes[0])``, output ``(batch, sizes[-1])`` logits.
+    """
+
+    def __init__(self, sizes: Sequence[int] = (64, 256, 128, 10)) -> None:
+        super().__init__()
+        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+            raise ValueError(f"sizes must be at least two positive ints, got {tuple(sizes)!r}")
+        self.sizes = tuple(sizes)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers[:-1]:
+            x = F.relu(layer(x))
+        return self.layers[-1](x)
+
+
+def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` in ``model`` by its module path, in order, e.g. ``{"layers.0": ...}``."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    if not layers:
+        raise ValueError(f"model must contain at least one nn.Linear, found none in {type(model).__name__}")
+    return layers

@@ -1,0 +1,94 @@
+"""Pruning schedules: when to prune, and to what sparsity, during fine-tuning.
+
+A *plan* is a list of ``(epoch, target_sparsity)`` pairs: at the start of that epoch the model
+is pruned globally until its overall sparsity reaches the target. Three plans with the same
+training budget:
+
+- one-shot: everything at epoch 0, then fine-tune;
+- iterative: ``steps`` equal-ratio steps spread over the run (each removes the same fraction
+  of the weights still alive), fine-tuning in between;
+- gradual (cubic): Zhu & Gupta (2017), "To prune, or not to prune", arXiv:1710.01878. Sparsity
+  rises fast at first, when many redundant weights can go, and slowly near the end.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .data import Split
+from .pruning import prune_global_to
+from .training import train
+from .validate import require_fraction, require_positive_int
+
+Plan = list[tuple[int, float]]
+
+
+def cubic_sparsity(step: float, final: float, start: float, end: float, initial: float = 0.0) -> float:
+    """Zhu & Gupta's schedule: ``final + (initial - final) * (1 - (step - start) / (end - start)) ** 3``.
+
+    ``initial`` before ``start``, ``final`` from ``end`` on, a cubic rise in between.
+    """
+    final, initial = require_fraction(final, "final"), require_fraction(initial, "initial")
+    if not end > start:
+        raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
+    progress = min(max((step - start) / (end - start), 0.0), 1.0)
+    return final + (initial - final) * (1.0 - progress) ** 3
+
+
+def one_shot_plan(final: float) -> Plan:
+    """Prune to ``final`` at epoch 0."""
+    return [(0, require_fraction(final, "final"))]
+
+
+def iterative_plan(final: float, epochs: int, steps: int) -> Plan:
+    """``steps`` prunings at epochs ``0, epochs/steps, ...``; after step k the sparsity is
+    ``1 - (1 - final) ** (k / steps)``, so every step keeps the same fraction of the survivors."""
+    final = require_fraction(final, "final")
+    epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
+    if steps > epochs:
+        raise ValueError(f"steps must be <= epochs ({epochs}), got {steps}")
+    return [(round(k * epochs / steps), 1 - (1 - final) ** ((k + 1) / steps)) for k in range(steps)]
+
+
+def cubic_plan(final: float, epochs: int, steps: int, end: int | None = None) -> Plan:
+    """``steps`` prunings at equally spaced epochs in ``[0, end)`` following :func:`cubic_sparsity`
+    from 0 (before epoch 0) to ``final`` (at the last pruning); the epochs after it recover.
+    ``end`` defaults to two thirds of ``epochs``."""
+    final = require_fraction(final, "final")
+    epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
+    end = round(2 * epochs / 3) if end is None else require_positive_int(end, "end")
+    if not steps <= end <= epochs:
+        raise ValueError(f"end must be in [steps, epochs] = [{steps}, {epochs}], got {end}")
+    spacing = end / steps
+    return [(round(k * spacing), cubic_sparsity((k + 1) * spacing, final, 0.0, end)) for k in range(steps)]
+
+
+def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: float = 1e-3,
+                    seed: int = 0, progress: bool = True, desc: str = "fine-tuning") -> list[float]:
+    """Fine-tune ``model`` for ``epochs``, pruning globally as ``plan`` says; masks stay in force.
+
+    Returns the validation accuracy after each epoch (see :func:`training.train`).
+    """
+    epochs = require_positive_int(epochs, "epochs")
+    targets = dict(plan)
+    if any(not 0 <= e < epochs for e in targets):
+        raise ValueError(f"plan epochs must be in [0, {epochs}), got {sorted(targets)}")
+    if [t for _, t in sorted(plan)] != sorted(t for _, t in plan):
+        raise ValueError(f"plan targets must not decrease over the epochs, got {plan}")
+
+    def prune_on_schedule(epoch: int) -> None:
+        if epoch in targets:
+            prune_global_to(model, targets[epoch])
+
+    return train(model, data, epochs, lr=lr, seed=seed, on_epoch_start=prune_on_schedule,
+                 progress=progress, desc=desc)
+
+
+def sparsity_per_epoch(plan: Plan, epochs: int) -> list[float]:
+    """The overall sparsity in force during each of ``epochs`` epochs under ``plan``."""
+    epochs = require_positive_int(epochs, "epochs")
+    targets, current, curve = dict(plan), 0.0, []
+    for epoch in range(epochs):
+        current = targets.get(epoch, current)
+        curve.append(current)
+    return curve
