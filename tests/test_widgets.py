@@ -48,7 +48,7 @@ def test_explorer_bad_inputs(layer):
         sparsity_explorer(nn.Sequential(layer), torch.randn(4, 100))
     with pytest.raises(ValueError, match=r"x must have 100 features"):
         sparsity_explorer(layer, torch.randn(4, 10))
-    with pytest.raises(ValueError, match=r"amount as a fraction must be in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"amount must be a fraction in \[0, 1\], got 1.5"):
         sparsity_explorer(layer, torch.randn(4, 100), amount=1.5)
 
 
