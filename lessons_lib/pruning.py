@@ -140,3 +140,23 @@ def allocate_sparsity(scan: Mapping[str, Sequence[float]], amounts: Sequence[flo
 
         level[min(movable, key=cost)] += 1
     return {n: amounts[level[n]] for n in level}
+
+
+def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every pruned Linear layer's mask, by layer name (bool, True = keep)."""
+    return {name: layer.weight_mask.detach().bool().clone()
+            for name, layer in linear_layers(model).items() if prune.is_pruned(layer)}
+
+
+def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
+    """Attach the given masks (e.g. from :func:`get_masks` of another model) to ``model``'s
+    Linear layers with ``prune.custom_from_mask``. Shapes are checked before anything changes."""
+    layers = linear_layers(model)
+    for name, mask in masks.items():
+        if name not in layers:
+            raise ValueError(f"masks has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
+        if mask.shape != layers[name].weight.shape:
+            raise ValueError(f"masks[{name!r}] must have shape {tuple(layers[name].weight.shape)}, "
+                             f"got {tuple(mask.shape)}")
+    for name, mask in masks.items():
+        prune.custom_from_mask(layers[name], "weight", mask)

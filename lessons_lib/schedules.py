@@ -13,11 +13,19 @@ training budget:
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .data import Split
-from .pruning import prune_global_to
-from .training import train
+from .models import MLP
+from .pruning import get_masks, prune_global_to
+from .repro import seed_everything
+from .training import accuracy, train
 from .validate import require_fraction, require_positive_int
 
 Plan = list[tuple[int, float]]
@@ -92,3 +100,51 @@ def sparsity_per_epoch(plan: Plan, epochs: int) -> list[float]:
         current = targets.get(epoch, current)
         curve.append(current)
     return curve
+
+
+class ScheduleComparison(NamedTuple):
+    """What :func:`compare_schedules` measured for one seed (accuracies are on the test split)."""
+
+    dense: float                                   # the trained dense model
+    control: float                                 # the dense model trained for the extra epochs too
+    accuracy: dict[tuple[str, float], float]       # (method, target sparsity) -> accuracy
+    masks: dict[tuple[str, float], dict[str, torch.Tensor]]   # the final masks of each run
+    init_state: dict[str, torch.Tensor]            # the dense model's weights before training
+
+
+METHODS = ("no fine-tuning", "one-shot", "iterative", "cubic")
+
+
+def compare_schedules(data: Split, seed: int, targets: Sequence[float], epochs: int = 30,
+                      steps: int = 5, pretrain_epochs: int = 30, progress: bool = False) -> ScheduleComparison:
+    """Train a dense MLP with ``seed``, then reach each target sparsity four ways, on a copy each:
+
+    - "no fine-tuning": one-shot global pruning, nothing else;
+    - "one-shot": the same mask, then ``epochs`` of fine-tuning;
+    - "iterative": :func:`iterative_plan` with ``steps`` steps over the same ``epochs``;
+    - "cubic": :func:`cubic_plan` with ``2 * steps`` steps, ending two thirds of the way.
+
+    The control trains the dense model for the same ``epochs`` more, so every pruned model can
+    be compared with a dense one that got the same training. Learning rate 1e-3 (Adam) throughout.
+    """
+    seed_everything(seed, threads=torch.get_num_threads())
+    dense = MLP()
+    init_state = {k: v.clone() for k, v in dense.state_dict().items()}
+    train(dense, data, pretrain_epochs, seed=seed, progress=False)
+    control = copy.deepcopy(dense)
+    train(control, data, epochs, seed=seed + 1000, progress=False)
+    plans = {"one-shot": one_shot_plan, "iterative": lambda s: iterative_plan(s, epochs, steps),
+             "cubic": lambda s: cubic_plan(s, epochs, 2 * steps)}
+    acc, masks = {}, {}
+    for target in tqdm(targets, desc=f"seed {seed}", disable=not progress, leave=False):
+        pruned = copy.deepcopy(dense)
+        prune_global_to(pruned, target)
+        acc["no fine-tuning", target] = accuracy(pruned, data.x_test, data.y_test)
+        masks["no fine-tuning", target] = get_masks(pruned)
+        for method, plan in plans.items():
+            pruned = copy.deepcopy(dense)
+            train_with_plan(pruned, data, plan(target), epochs, seed=seed + 1000, progress=False)
+            acc[method, target] = accuracy(pruned, data.x_test, data.y_test)
+            masks[method, target] = get_masks(pruned)
+    return ScheduleComparison(accuracy(dense, data.x_test, data.y_test),
+                              accuracy(control, data.x_test, data.y_test), acc, masks, init_state)
