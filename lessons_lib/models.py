@@ -13,7 +13,7 @@ class MLP(nn.Module):
     """A plain multi-layer perceptron: Linear -> ReLU -> ... -> Linear (logits).
 
     ``MLP((64, 256, 128, 10))`` has layers ``layers.0`` (256x64), ``layers.1`` (128x256) and
-    ``layers.2`` (10x128): 50,816 parameters, of which 50,432 are weights.
+    ``layers.2`` (10x128): 50,826 parameters, of which 50,432 are weights.
 
     Input ``(batch, sizes[0])``, output ``(batch, sizes[-1])`` logits.
     """

@@ -107,3 +107,47 @@ def test_not_a_function():
 def test_failure_renders_without_a_traceback():
     lines = ExerciseFailure("first line\nsecond line")._render_traceback_()
     assert lines == ["✗ ExerciseFailure: first line", "  second line"]
+
+
+def test_global_threshold_checker():
+    from lessons_lib.checks import check_global_threshold
+    from lessons_lib.pruning import global_threshold
+
+    check_global_threshold(global_threshold)
+    check_global_threshold(lambda ws, a: torch.tensor(global_threshold(ws, a)))   # a 0-d tensor is fine
+
+    def per_layer(ws, a):
+        return sum(w.abs().flatten().kthvalue(max(1, round(a * w.numel()))).values.item() for w in ws) / len(ws)
+
+    def one_too_far(ws, a):
+        s = torch.cat([w.abs().flatten() for w in ws])
+        k = round(a * s.numel())
+        return s.kthvalue(k + 1).values.item() if k else 0.0
+
+    def signed(ws, a):
+        s = torch.cat([w.flatten() for w in ws])
+        k = round(a * s.numel())
+        return s.kthvalue(k).values.item() if k else 0.0
+
+    assert "averaged one threshold per layer" in _failure(check_global_threshold, per_layer)
+    assert "off by one: you returned the (k+1)-th" in _failure(check_global_threshold, one_too_far)
+    assert "ranked signed values" in _failure(check_global_threshold, signed)
+    assert "should return a number" in _failure(check_global_threshold, lambda ws, a: [0.1])
+    assert "changed the weights" in _failure(check_global_threshold, lambda ws, a: ws[0].zero_().sum().item())
+    assert "is not implemented yet" in _failure(check_global_threshold, _not_implemented)
+
+
+def test_cubic_checker():
+    from lessons_lib.checks import check_cubic_sparsity
+    from lessons_lib.schedules import cubic_sparsity
+
+    check_cubic_sparsity(lambda t, f, a, b: cubic_sparsity(t, f, a, b))
+
+    def progress(t, a, b):
+        return (t - a) / (b - a)
+
+    assert "rises slowly at first" in _failure(check_cubic_sparsity, lambda t, f, a, b: f * progress(t, a, b) ** 3)
+    assert "straight line" in _failure(check_cubic_sparsity, lambda t, f, a, b: f * progress(t, a, b))
+    unclamped = _failure(check_cubic_sparsity, lambda t, f, a, b: f * (1 - (1 - progress(t, a, b)) ** 3))
+    assert "clamp progress to [0, 1]" in unclamped
+    assert "is not implemented yet" in _failure(check_cubic_sparsity, _not_implemented)

@@ -74,3 +74,57 @@ def test_figure_png():
         figure_png(ax)
     with pytest.raises(ValueError, match="dpi must be a positive int, got 0"):
         figure_png(fig, dpi=0)
+
+
+def test_layer_sparsity_explorer_reacts_and_leaves_model_alone():
+    from lessons_lib.models import MLP
+    from lessons_lib.pruning import prune_layerwise
+    from lessons_lib.training import accuracy
+    from lessons_lib.widgets import layer_sparsity_explorer
+
+    model = MLP((8, 16, 12, 4))
+    x, y = torch.randn(50, 8), torch.randint(0, 4, (50,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    *sliders, readout, image = layer_sparsity_explorer(model, x, y).children
+    assert [s.description for s in sliders] == ["layers.0", "layers.1", "layers.2"]
+    assert "overall sparsity 0.0%" in readout.value and "368 of 368 weights left" in readout.value
+    first_png = bytes(image.value)
+    for slider in sliders:
+        slider.value = 0.5
+    pruned = MLP((8, 16, 12, 4))
+    pruned.load_state_dict(before)
+    prune_layerwise(pruned, 0.5)
+    assert readout.value == (f"accuracy {accuracy(pruned, x, y):.1%} · overall sparsity 50.0% · "
+                             "184 of 368 weights left")
+    assert bytes(image.value) != first_png
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_layer_sparsity_explorer_errors():
+    from lessons_lib.models import MLP
+    from lessons_lib.widgets import layer_sparsity_explorer
+
+    model = MLP((8, 4, 2))
+    x, y = torch.randn(5, 8), torch.randint(0, 2, (5,))
+    with pytest.raises(ValueError, match="amounts has a key 'fc'"):
+        layer_sparsity_explorer(model, x, y, amounts={"fc": 0.5})
+    with pytest.raises(ValueError, match=r"amounts\['layers.0'\] must be a fraction"):
+        layer_sparsity_explorer(model, x, y, amounts={"layers.0": 2})
+    prune.l1_unstructured(model.layers[0], "weight", amount=0.5)
+    with pytest.raises(ValueError, match="model must not carry pruning masks"):
+        layer_sparsity_explorer(model, x, y)
+
+
+def test_schedule_explorer_draws_plans():
+    from lessons_lib.schedules import cubic_plan
+    from lessons_lib.widgets import schedule_explorer
+
+    final, steps, end, readout, image = schedule_explorer(epochs=30, final=0.9, steps=5).children
+    first = readout.value
+    final.value = 0.98
+    last_epoch, last_target = cubic_plan(0.98, 30, 5, end.value)[-1]
+    assert readout.value != first and f"{last_target:.1%} at epoch {last_epoch}" in readout.value
+    steps.value = 25                                  # end follows so that a plan is possible
+    assert end.value == 25
+    with pytest.raises(ValueError, match="need epochs >= 2 and steps <= epochs"):
+        schedule_explorer(epochs=3, steps=4)

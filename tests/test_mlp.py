@@ -1,0 +1,112 @@
+"""Data, model and training loop of the MLP lessons."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from lessons_lib.data import digits_split
+from lessons_lib.models import MLP, linear_layers
+from lessons_lib.training import accuracy, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits_split()
+
+
+def test_split_sizes_stratified_and_standardised(data):
+    assert [len(t) for t in data] == [1167, 1167, 270, 270, 360, 360]
+    assert all(t.dtype == torch.float32 for t in data[0::2]) and all(t.dtype == torch.int64 for t in data[1::2])
+    for y in (data.y_train, data.y_val, data.y_test):
+        counts = y.bincount()
+        assert len(counts) == 10 and counts.max() - counts.min() <= 6      # stratified
+    mean, std = data.x_train.mean(0), data.x_train.std(0)
+    assert mean.abs().max() < 1e-5
+    assert ((std - 1).abs() < 1e-2).sum() + (std == 0).sum() == 64          # unit scale, or a constant pixel
+    assert torch.equal(digits_split().x_val, data.x_val)                    # the same split every time
+    assert not torch.equal(digits_split(seed=1).x_val[:5], data.x_val[:5])
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"val_fraction": 0.9}, r"val_fraction must be in \[0.05, 0.5\], got 0.9"),
+    ({"test_fraction": 0.0}, r"test_fraction must be in \[0.05, 0.5\], got 0.0"),
+    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+])
+def test_split_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        digits_split(**kwargs)
+
+
+def test_mlp_shapes_and_layers():
+    model = MLP((64, 256, 128, 10))
+    assert model(torch.randn(5, 64)).shape == (5, 10)
+    layers = linear_layers(model)
+    assert list(layers) == ["layers.0", "layers.1", "layers.2"]
+    assert sum(layer.weight.numel() for layer in layers.values()) == 50_432
+    assert sum(p.numel() for p in model.parameters()) == 50_826
+
+
+@pytest.mark.parametrize("sizes", [(64,), (64, 0, 10), (64, 2.5, 10), (True, 10)])
+def test_mlp_bad_sizes(sizes):
+    with pytest.raises(ValueError, match="sizes must be at least two positive ints"):
+        MLP(sizes)
+
+
+def test_linear_layers_errors():
+    with pytest.raises(ValueError, match="model must contain at least one nn.Linear, found none in ReLU"):
+        linear_layers(nn.ReLU())
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        linear_layers("mlp")
+
+
+def test_training_learns_and_is_deterministic(data):
+    torch.manual_seed(0)
+    a = MLP()
+    b = copy.deepcopy(a)
+    history = train(a, data, epochs=5, seed=3, progress=False)
+    train(b, data, epochs=5, seed=3, progress=False)
+    assert len(history) == 5 and history[-1] > 0.9
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    assert history[-1] == accuracy(a, data.x_val, data.y_val)
+
+
+def test_training_keeps_masks_in_force(data):
+    torch.manual_seed(0)
+    model = MLP()
+    prune.l1_unstructured(model.layers[1], "weight", amount=0.7)
+    mask = model.layers[1].weight_mask.clone()
+    train(model, data, epochs=2, progress=False)
+    assert torch.equal(model.layers[1].weight_mask, mask)
+    assert (model.layers[1].weight[mask == 0] == 0).all()
+
+
+def test_on_epoch_start_is_called_each_epoch(data):
+    seen = []
+    train(MLP(), data, epochs=3, progress=False, on_epoch_start=seen.append)
+    assert seen == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"epochs": 0}, "epochs must be a positive int, got 0"),
+    ({"epochs": 1, "batch_size": -4}, "batch_size must be a positive int, got -4"),
+    ({"epochs": 1, "lr": 0}, "lr must be > 0, got 0"),
+])
+def test_training_bad_arguments_change_nothing(data, kwargs, message):
+    model = MLP()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match=message):
+        train(model, data, progress=False, **kwargs)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_accuracy_values_and_errors():
+    model = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(2))
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
+    assert accuracy(model, x, torch.tensor([0, 1, 1, 1])) == 0.75
+    with pytest.raises(ValueError, match="x and y must hold the same, non-zero number of examples, got 4 and 3"):
+        accuracy(model, x, torch.tensor([0, 1, 1]))

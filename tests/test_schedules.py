@@ -1,0 +1,88 @@
+"""Pruning schedules and the schedule experiment."""
+
+import pytest
+import torch
+
+from lessons_lib.data import digits_split
+from lessons_lib.models import MLP
+from lessons_lib.schedules import (
+    compare_schedules,
+    cubic_plan,
+    cubic_sparsity,
+    iterative_plan,
+    one_shot_plan,
+    sparsity_per_epoch,
+    train_with_plan,
+)
+from lessons_lib.sparsity import model_sparsity
+
+
+def test_cubic_formula_at_ends_and_inside():
+    assert cubic_sparsity(0, 0.9, 0, 10) == 0.0
+    assert cubic_sparsity(-5, 0.9, 0, 10) == 0.0
+    assert cubic_sparsity(10, 0.9, 0, 10) == pytest.approx(0.9)
+    assert cubic_sparsity(50, 0.9, 0, 10) == pytest.approx(0.9)
+    assert cubic_sparsity(5, 0.8, 0, 10) == pytest.approx(0.8 * (1 - 0.5 ** 3))
+    assert cubic_sparsity(4, 0.8, 2, 6, initial=0.2) == pytest.approx(0.8 + (0.2 - 0.8) * 0.5 ** 3)
+    values = [cubic_sparsity(t, 0.9, 0, 10) for t in range(11)]
+    steps = [b - a for a, b in zip(values, values[1:], strict=False)]
+    assert values == sorted(values) and steps == sorted(steps, reverse=True)     # fast first, slow last
+
+
+def test_plans():
+    assert one_shot_plan(0.9) == [(0, 0.9)]
+    plan = iterative_plan(0.99, epochs=30, steps=2)
+    assert [e for e, _ in plan] == [0, 15] and plan[0][1] == pytest.approx(0.9) and plan[1][1] == pytest.approx(0.99)
+    plan = cubic_plan(0.9, epochs=30, steps=10)
+    assert [e for e, _ in plan] == list(range(0, 20, 2)) and plan[-1][1] == pytest.approx(0.9)
+    assert [t for _, t in plan] == sorted(t for _, t in plan)
+    assert sparsity_per_epoch([(0, 0.5), (2, 0.8)], 4) == [0.5, 0.5, 0.8, 0.8]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: cubic_sparsity(1, 1.5, 0, 10), r"final must be a fraction in \[0, 1\], got 1.5"),
+    (lambda: cubic_sparsity(1, 0.5, 10, 10), "end must be greater than start, got start=10, end=10"),
+    (lambda: iterative_plan(0.9, 5, 6), r"steps must be <= epochs \(5\), got 6"),
+    (lambda: cubic_plan(0.9, 30, 10, end=40), r"end must be in \[steps, epochs\] = \[10, 30\], got 40"),
+    (lambda: one_shot_plan(-0.1), "final must be a fraction"),
+    (lambda: sparsity_per_epoch([], 0), "epochs must be a positive int, got 0"),
+])
+def test_schedule_errors(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.fixture(scope="module")
+def data():
+    return digits_split()
+
+
+def test_train_with_plan_reaches_targets(data):
+    torch.manual_seed(0)
+    model = MLP()
+    seen = []
+    train_with_plan(model, data, [(0, 0.5), (2, 0.8)], epochs=3, progress=False)
+    seen.append(model_sparsity(model))
+    assert seen[0] == pytest.approx(0.8, abs=1e-4)
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    ([(5, 0.5)], r"plan epochs must be in \[0, 3\), got \[5\]"),
+    ([(0, 0.8), (1, 0.5)], "plan targets must not decrease"),
+])
+def test_train_with_plan_bad_plans_change_nothing(data, plan, message):
+    model = MLP()
+    with pytest.raises(ValueError, match=message):
+        train_with_plan(model, data, plan, epochs=3, progress=False)
+    assert model_sparsity(model) == 0.0
+
+
+def test_compare_schedules_small(data):
+    result = compare_schedules(data, seed=0, targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "iterative", "cubic")}
+    assert all(0 <= a <= 1 for a in result.accuracy.values()) and result.control >= 0.8
+    for masks in result.masks.values():
+        kept = sum(int(m.sum()) for m in masks.values())
+        assert kept == pytest.approx(0.5 * 50_432, abs=2)
+    again = compare_schedules(data, seed=0, targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    assert again.accuracy == result.accuracy                                    # deterministic
