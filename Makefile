@@ -38,6 +38,7 @@ student: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/pruning_results.py
 
 clean:
 	rm -rf $(VENV) build

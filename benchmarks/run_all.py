@@ -39,25 +39,41 @@ def run_one_notebook(path: Path) -> dict:
     return {"notebook": path.name, "wall_s": round(wall, 1), "peak_mb": round(peak_mb)}
 
 
-def widget_latency(updates: int = 19) -> dict:
-    """Median and max milliseconds per update of lesson 01's sparsity explorer."""
+def _median_update_ms(slider, values) -> tuple[int, int]:
+    times = []
+    for value in values:
+        start = time.perf_counter()
+        slider.value = value
+        times.append(1000 * (time.perf_counter() - start))
+    return round(statistics.median(times)), round(max(times))
+
+
+def widget_latency() -> list[dict]:
+    """Median and slowest milliseconds per slider update of every explorer in the lessons."""
     import matplotlib
 
     matplotlib.use("Agg")
     import torch
 
+    from lessons_lib.data import digits_split
+    from lessons_lib.models import MLP
     from lessons_lib.repro import seed_everything
-    from lessons_lib.widgets import sparsity_explorer
+    from lessons_lib.training import train
+    from lessons_lib.widgets import layer_sparsity_explorer, schedule_explorer, sparsity_explorer
 
     seed_everything(0, threads=1)
+    fractions = [round(0.05 * (i + 1), 2) for i in range(19)]
+    rows = []
     slider = sparsity_explorer(torch.nn.Linear(100, 50), torch.randn(1024, 100)).children[0]
-    times = []
-    for i in range(updates):
-        start = time.perf_counter()
-        slider.value = round(0.05 * (i + 1), 2)
-        times.append(1000 * (time.perf_counter() - start))
-    return {"widget": "01 sparsity_explorer (Linear 100x50, 1,024 inputs)",
-            "median_ms": round(statistics.median(times)), "max_ms": round(max(times))}
+    rows.append(("01 sparsity_explorer (Linear 100x50, 1,024 inputs)", *_median_update_ms(slider, fractions)))
+    data = digits_split()
+    model = MLP()
+    train(model, data, 30, progress=False)
+    slider = layer_sparsity_explorer(model, data.x_val, data.y_val).children[1]
+    rows.append(("02 layer_sparsity_explorer (MLP, 270 validation images)", *_median_update_ms(slider, fractions)))
+    slider = schedule_explorer(epochs=30).children[0]
+    rows.append(("03 schedule_explorer (30 epochs)", *_median_update_ms(slider, [f * 0.99 for f in fractions])))
+    return [{"widget": name, "median_ms": median, "max_ms": worst} for name, median, worst in rows]
 
 
 def table(notebooks: list[dict], widgets: list[dict]) -> str:
@@ -78,8 +94,8 @@ def main() -> None:
                              check=True, capture_output=True, text=True)
         notebooks.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(notebooks[-1])
-    widgets = [widget_latency()]
-    print(widgets[-1])
+    widgets = widget_latency()
+    print(widgets)
     text = table(notebooks, widgets)
     RESULTS.write_text("# Benchmark results\n\n" + text + "\n")
     readme = README.read_text()

@@ -75,6 +75,21 @@ def prune_global_to(model: nn.Module, target: float) -> None:
         prune_global(model, min(1.0, (target - now) / (1 - now)))
 
 
+def prune_layerwise_to(model: nn.Module, target: float) -> None:
+    """Prune every Linear layer by magnitude until *each* reaches sparsity ``target``.
+
+    The layer-wise counterpart of :func:`prune_global_to`, for layer-wise schedules.
+    """
+    target = require_fraction(target, "target")
+    layers = linear_layers(model)
+    now = {name: sparsity(layer.weight) for name, layer in layers.items()}
+    if any(target < s - 1e-9 for s in now.values()):
+        raise ValueError(f"target must be >= every layer's current sparsity {max(now.values()):.4f}, got {target}")
+    for name, layer in layers.items():
+        if target > now[name]:
+            prune.l1_unstructured(layer, "weight", amount=min(1.0, (target - now[name]) / (1 - now[name])))
+
+
 def remove_masks(model: nn.Module) -> None:
     """``prune.remove`` on every pruned Linear weight: the zeros become permanent plain values."""
     for layer in linear_layers(model).values():

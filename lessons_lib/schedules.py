@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .models import MLP
-from .pruning import get_masks, prune_global_to
+from .pruning import get_masks, prune_global_to, prune_layerwise_to
 from .repro import seed_everything
 from .training import accuracy, train
 from .validate import require_fraction, require_positive_int
@@ -72,11 +72,17 @@ def cubic_plan(final: float, epochs: int, steps: int, end: int | None = None) ->
 
 
 def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: float = 1e-3,
-                    seed: int = 0, progress: bool = True, desc: str = "fine-tuning") -> list[float]:
-    """Fine-tune ``model`` for ``epochs``, pruning globally as ``plan`` says; masks stay in force.
+                    seed: int = 0, progress: bool = True, desc: str = "fine-tuning",
+                    scope: str = "global") -> list[float]:
+    """Fine-tune ``model`` for ``epochs``, pruning as ``plan`` says; masks stay in force.
 
+    ``scope="global"`` prunes all Linear weights against one threshold (:func:`prune_global_to`);
+    ``scope="layer-wise"`` brings every layer to the target (:func:`prune_layerwise_to`).
     Returns the validation accuracy after each epoch (see :func:`training.train`).
     """
+    if scope not in ("global", "layer-wise"):
+        raise ValueError(f"scope must be 'global' or 'layer-wise', got {scope!r}")
+    prune_to = prune_global_to if scope == "global" else prune_layerwise_to
     epochs = require_positive_int(epochs, "epochs")
     targets = dict(plan)
     if any(not 0 <= e < epochs for e in targets):
@@ -86,7 +92,7 @@ def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: 
 
     def prune_on_schedule(epoch: int) -> None:
         if epoch in targets:
-            prune_global_to(model, targets[epoch])
+            prune_to(model, targets[epoch])
 
     return train(model, data, epochs, lr=lr, seed=seed, on_epoch_start=prune_on_schedule,
                  progress=progress, desc=desc)

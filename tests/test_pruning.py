@@ -131,3 +131,11 @@ def test_accuracy_vs_sparsity_and_scan_leave_model_alone(mlp):
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
     with pytest.raises(ValueError, match="amounts must hold at least one fraction"):
         accuracy_vs_sparsity(mlp, x, y, [], pr.prune_global)
+
+
+def test_prune_layerwise_to_accumulates_per_layer(mlp):
+    pr.prune_layerwise_to(mlp, 0.5)
+    pr.prune_layerwise_to(mlp, 0.75)
+    assert pr.layer_sparsities(mlp) == {"layers.0": 0.75, "layers.1": 0.75, "layers.2": 0.75}
+    with pytest.raises(ValueError, match="target must be >= every layer's current sparsity 0.7500, got 0.5"):
+        pr.prune_layerwise_to(mlp, 0.5)

@@ -86,3 +86,16 @@ def test_compare_schedules_small(data):
         assert kept == pytest.approx(0.5 * 50_432, abs=2)
     again = compare_schedules(data, seed=0, targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
     assert again.accuracy == result.accuracy                                    # deterministic
+
+
+def test_train_with_plan_scopes(data):
+    torch.manual_seed(0)
+    layerwise, global_ = MLP(), MLP()
+    train_with_plan(layerwise, data, [(0, 0.9)], epochs=1, progress=False, scope="layer-wise")
+    train_with_plan(global_, data, [(0, 0.9)], epochs=1, progress=False)
+    from lessons_lib.pruning import layer_sparsities
+
+    assert all(s == pytest.approx(0.9, abs=1e-4) for s in layer_sparsities(layerwise).values())
+    assert len(set(layer_sparsities(global_).values())) == 3
+    with pytest.raises(ValueError, match="scope must be 'global' or 'layer-wise', got 'local'"):
+        train_with_plan(MLP(), data, [(0, 0.9)], epochs=1, progress=False, scope="local")
