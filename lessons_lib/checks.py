@@ -221,3 +221,51 @@ def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]
                                   "sparsity stays at 0 (before) or final (after): clamp progress to [0, 1].")
         raise ExerciseFailure(f"{where}: expected {expected:.4f}, got {got:.4f}.")
     _passed("cubic_sparsity", len(points))
+
+
+def check_slim_pair(slim_pair_fn: Callable) -> None:
+    """Lesson 04's exercise: ``slim_pair(layer, next_layer, keep)`` returns new, smaller
+    ``(nn.Linear(in, k), nn.Linear(k, out))`` that compute what the pair computes when the
+    neurons not in ``keep`` are removed (their row, their bias and their column)."""
+    from torch import nn
+
+    g = torch.Generator().manual_seed(7)
+    cases = [((6, 5, 3), [0, 2, 4]), ((10, 8, 4), [1, 2, 3, 7]), ((4, 3, 2), [0, 1, 2]), ((5, 6, 3), [5])]
+    for (n_in, width, n_out), keep in cases:
+        layer, next_layer = nn.Linear(n_in, width), nn.Linear(width, n_out)
+        with torch.no_grad():
+            for p in (*layer.parameters(), *next_layer.parameters()):
+                p.copy_(torch.randn(p.shape, generator=g))
+        before = [p.detach().clone() for p in (*layer.parameters(), *next_layer.parameters())]
+        where = f"layer Linear({n_in}, {width}), next_layer Linear({width}, {n_out}), keep={keep}"
+        result = _call(slim_pair_fn, "slim_pair", layer, next_layer, torch.tensor(keep))
+        after = [p.detach() for p in (*layer.parameters(), *next_layer.parameters())]
+        if not all(torch.equal(a, b) for a, b in zip(before, after, strict=True)) or \
+                layer.weight.shape != (width, n_in) or next_layer.weight.shape != (n_out, width):
+            raise ExerciseFailure(f"{where}: slim_pair changed the layers it was given; build new nn.Linear "
+                                  "layers and copy the kept slices into them.")
+        if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, nn.Linear) for r in result)):
+            raise ExerciseFailure(f"{where}: expected a tuple of two nn.Linear, got {type(result).__name__}.")
+        small, following = result
+        k = len(keep)
+        if small.weight.shape != (k, n_in):
+            hint = " You kept columns; a neuron is a ROW of layer.weight." if small.weight.shape == (width, k) else ""
+            raise ExerciseFailure(f"{where}: the first layer's weight should be {(k, n_in)} (one row per kept "
+                                  f"neuron), got {tuple(small.weight.shape)}.{hint}")
+        if following.weight.shape != (n_out, k):
+            raise ExerciseFailure(f"{where}: the next layer must lose the same neurons as INPUT columns: weight "
+                                  f"{(n_out, k)} expected, got {tuple(following.weight.shape)}.")
+        x = torch.randn(16, n_in, generator=g)
+        with torch.no_grad():
+            hidden = torch.relu(layer(x))
+            hidden[:, [i for i in range(width) if i not in keep]] = 0
+            expected = next_layer(hidden)
+            got = following(torch.relu(small(x)))
+        if not torch.allclose(got, expected, atol=1e-5):
+            if small.bias is None or not torch.equal(small.bias.detach(), layer.bias.detach()[keep]):
+                raise ExerciseFailure(f"{where}: the outputs differ; the kept neurons' biases must come along: "
+                                      "small.bias = layer.bias[keep].")
+            raise ExerciseFailure(f"{where}: the outputs differ from the original pair with those neurons removed "
+                                  f"(max difference {float((got - expected).abs().max()):.3g}); check that the "
+                                  "next layer keeps its own bias and the columns in the same order as keep.")
+    _passed("slim_pair", len(cases))

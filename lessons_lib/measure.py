@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import io
+import zlib
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+import torch.utils.benchmark as benchmark
 from torch import nn
 
 from .models import linear_layers
@@ -110,3 +113,58 @@ def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return {name: accuracy_vs_sparsity(model, x, y, amounts,
                                        lambda m, a, name=name: prune_per_layer(m, {name: a}))
             for name in linear_layers(model)}
+
+
+# --- size and speed ---------------------------------------------------------------------------
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of values the model stores as parameters (weights and biases; a pruned layer's
+    ``weight_orig`` counts, its mask buffer does not)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero(model: nn.Module) -> int:
+    """Number of non-zero weights and biases as the model computes with them (masks applied)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    total = 0
+    for module in model.modules():
+        for name, _ in module.named_parameters(recurse=False):
+            total += int((getattr(module, name.removesuffix("_orig")) != 0).sum())
+    return total
+
+
+def state_dict_bytes(model: nn.Module, compress: bool = False) -> int:
+    """Bytes of ``torch.save(model.state_dict())``; with ``compress=True``, after zlib (level 9),
+    as a zip archive of the file would roughly be."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    data = buffer.getvalue()
+    return len(zlib.compress(data, 9)) if compress else len(data)
+
+
+def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int64) -> int:
+    """Bytes to store a 2-D ``weight`` in CSR form: non-zero values, one column index per value,
+    and ``rows + 1`` row pointers. PyTorch uses int64 indices; int32 is the common alternative."""
+    weight = require_tensor(weight, "weight")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D, got shape {tuple(weight.shape)}")
+    nnz = int((weight != 0).sum())
+    index_size = torch.tensor([], dtype=index_dtype).element_size()
+    return nnz * weight.element_size() + nnz * index_size + (weight.shape[0] + 1) * index_size
+
+
+def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
+    """Median milliseconds of one call of ``fn()`` with ``torch.utils.benchmark`` (which runs it
+    repeatedly for at least ``min_run_time`` seconds, after a warm-up), on the current threads."""
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    if not min_run_time > 0:
+        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time!r}")
+    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    return timer.blocked_autorange(min_run_time=min_run_time).median * 1000

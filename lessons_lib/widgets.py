@@ -11,6 +11,7 @@ once and afterwards only swaps the data of the existing artists, then re-renders
 from __future__ import annotations
 
 import io
+import time
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -202,3 +203,48 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> w
         slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([final_slider, steps_slider, end_slider, readout, image])
+
+
+def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> widgets.VBox:
+    """One slider per hidden layer of an ``MLP``: how many neurons to keep (highest L2 norm
+    first). Shows live accuracy on ``(x, y)``, parameter count and measured latency of the
+    slim model on a batch of ``batch`` inputs, next to the dense model's.
+
+    The slim model is rebuilt from the dense one on every change (``structured.slim_mlp``, with
+    the removed neurons' ``relu(bias)`` folded into the next layer); ``model`` is not modified.
+    Returns ``VBox([sliders..., readout])``.
+    """
+    from .measure import count_parameters
+    from .structured import importance_l2, keep_top, slim_mlp
+    from .training import accuracy
+
+    scores = importance_l2(model)
+    require_positive_int(batch, "batch")
+    inputs = x[:batch] if len(x) >= batch else x.repeat(batch // len(x) + 1, 1)[:batch]
+    sliders = [widgets.IntSlider(value=len(s), min=1, max=len(s), description=f"layers.{i}")
+               for i, s in enumerate(scores)]
+    readout = widgets.HTML()
+
+    def quick_latency_ms(m: nn.Module) -> float:   # median of 15 timed calls: a live estimate
+        times = []
+        with torch.no_grad():
+            for _ in range(15):
+                start = time.perf_counter()
+                m(inputs)
+                times.append(time.perf_counter() - start)
+        return 1000 * sorted(times)[len(times) // 2]
+
+    dense_params, dense_ms = count_parameters(model), quick_latency_ms(model)
+
+    def redraw(_change: object = None) -> None:
+        keep = {i: keep_top(s, slider.value) for i, (s, slider) in enumerate(zip(scores, sliders, strict=True))}
+        slim = slim_mlp(model, keep, activation=torch.relu)
+        params, ms = count_parameters(slim), quick_latency_ms(slim)
+        readout.value = (f"accuracy {accuracy(slim, x, y):.1%} · {params:,} parameters "
+                         f"({params / dense_params:.0%} of dense) · {ms:.2f} ms per batch of {batch} "
+                         f"(dense {dense_ms:.2f} ms)")
+
+    for slider in sliders:
+        slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([*sliders, readout])
