@@ -142,3 +142,15 @@ def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Seq
         ax.axhline(100 * chance, color="gray", linestyle=":", label="chance")
         ax.legend()
     return ax
+
+
+def plot_latency(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
+                 reference: float | None = None, ax: Axes | None = None, title: str = "latency vs sparsity") -> Axes:
+    """Milliseconds (log scale, y) against sparsity in percent (x); ``reference``: a dense time line."""
+    ax = plot_error_vs_sparsity(amounts, curves, ax=ax, title=title)
+    ax.set_yscale("log")
+    ax.set_ylabel("time per call (ms, log scale)")
+    if reference is not None:
+        ax.axhline(reference, color="black", linewidth=0.8, label="dense")
+        ax.legend(fontsize="small")
+    return ax

@@ -131,3 +131,27 @@ def format_sparsity_report(rows: list[LayerSparsity]) -> str:
     lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / total:>7.1%}")
     return "\n".join(lines)
 
+
+
+def n_m_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
+    """N:M semi-structured mask: in every group of ``m`` consecutive weights along the input
+    dimension (the last one), keep the ``n`` largest by magnitude. ``2:4`` is what NVIDIA's
+    sparse tensor cores accelerate (exactly 50% sparsity).
+
+    Args:
+        weight: ``(out_features, in_features)`` with ``in_features`` divisible by ``m``.
+
+    Returns:
+        A bool mask of ``weight``'s shape, True = keep, with exactly ``n`` True per group.
+    """
+    weight = require_tensor(weight, "weight")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if not (isinstance(m, int) and isinstance(n, int) and 0 < n < m):
+        raise ValueError(f"n and m must be ints with 0 < n < m, got n={n!r}, m={m!r}")
+    if weight.shape[1] % m:
+        raise ValueError(f"weight.shape[1] must be divisible by m={m}, got {weight.shape[1]}")
+    groups = weight.detach().abs().reshape(weight.shape[0], -1, m)       # (out, in/m, m)
+    top = groups.topk(n, dim=-1).indices                                  # (out, in/m, n)
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+    return keep.reshape(weight.shape)

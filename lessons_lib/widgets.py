@@ -23,7 +23,7 @@ from torch.nn.utils import prune
 
 from .measure import _check_linear_input, output_error
 from .models import linear_layers
-from .plots import plot_plans, plot_pruned_layer
+from .plots import plot_latency, plot_plans, plot_pruned_layer
 from .schedules import cubic_plan, iterative_plan, one_shot_plan
 from .sparsity import magnitude_mask, unpruned_weight
 from .validate import require_fraction, require_positive_int, require_tensor
@@ -248,3 +248,34 @@ def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
         slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([*sliders, readout])
+
+
+def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense_ms: float,
+                     title: str = "measured latency") -> widgets.VBox:
+    """A sparsity slider over *measured* latency curves (``curves``: name -> ms per amount).
+
+    Nothing is re-timed while sliding: the slider picks one of ``amounts`` and the readout shows
+    each method's time there and its speed-up over ``dense_ms``. Returns ``VBox([slider, readout, image])``.
+    """
+    if not amounts or any(len(v) != len(amounts) for v in curves.values()):
+        raise ValueError("curves must give one time per entry of amounts (and amounts must not be empty)")
+    slider = widgets.SelectionSlider(options=[(f"{a:.0%}", i) for i, a in enumerate(amounts)], value=0,
+                                     description="sparsity")
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.16, top=0.9)
+    plt.close(fig)
+    plot_latency(amounts, curves, reference=dense_ms, ax=ax, title=title)
+    marker = ax.axvline(100 * amounts[0], color="tab:red", linestyle=":")
+
+    def redraw(_change: object = None) -> None:
+        i = slider.value
+        readout.value = f"at {amounts[i]:.0%}: " + " · ".join(
+            f"{name} {ms[i]:.3f} ms ({dense_ms / ms[i]:.1f}x)" for name, ms in curves.items())
+        marker.set_xdata([100 * amounts[i]] * 2)
+        image.value = figure_png(fig)
+
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([slider, readout, image])
