@@ -247,6 +247,9 @@ def check_slim_pair(slim_pair_fn: Callable) -> None:
         if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, nn.Linear) for r in result)):
             raise ExerciseFailure(f"{where}: expected a tuple of two nn.Linear, got {type(result).__name__}.")
         small, following = result
+        if small is layer or following is next_layer:
+            raise ExerciseFailure(f"{where}: slim_pair returned the layers it was given; build new, smaller "
+                                  "nn.Linear layers and copy the kept slices into them.")
         k = len(keep)
         if small.weight.shape != (k, n_in):
             hint = " You kept columns; a neuron is a ROW of layer.weight." if small.weight.shape == (width, k) else ""

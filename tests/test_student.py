@@ -30,17 +30,17 @@ def student_dir(tmp_path_factory) -> Path:
     return out
 
 
-def _solution_lines(path: Path) -> list[str]:
-    lines, inside = [], False
+def _solution_lines(path: Path) -> tuple[list[str], set[str]]:
+    """(lines inside solution regions, lines outside them) of an instructor notebook, stripped."""
+    inside_lines, outside_lines, inside = [], set(), False
     for cell in json.loads(path.read_text())["cells"]:
         for line in "".join(cell["source"]).splitlines():
             if "### END SOLUTION" in line:
                 inside = False
-            if inside and line.strip():
-                lines.append(line.strip())
+            (inside_lines.append if inside else outside_lines.add)(line.strip())
             if "### BEGIN SOLUTION" in line:
                 inside = True
-    return lines
+    return [line for line in inside_lines if line], outside_lines
 
 
 def test_exercises_exist():
@@ -53,7 +53,9 @@ def test_no_solution_code_remains(path, student_dir):
     code = "\n".join(c.source for c in student.cells)
     assert "BEGIN SOLUTION" not in code and "END SOLUTION" not in code
     assert "raise NotImplementedError()" in code
-    leftovers = [line for line in _solution_lines(path) if line in {s.strip() for s in code.splitlines()}]
+    solution, elsewhere = _solution_lines(path)
+    student_lines = {s.strip() for s in code.splitlines()}
+    leftovers = [line for line in solution if line in student_lines and line not in elsewhere]
     assert leftovers == []
     assert all(not c.get("outputs") for c in student.cells if c.cell_type == "code")
 

@@ -1,0 +1,91 @@
+"""Counting, storage, latency helpers; N:M masks; the latency explorer."""
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+import lessons_lib.sparsity as sp
+from lessons_lib.measure import count_nonzero, count_parameters, csr_bytes, latency_ms, state_dict_bytes
+
+
+def test_counts_with_and_without_masks():
+    layer = nn.Linear(10, 4)
+    assert count_parameters(layer) == count_nonzero(layer) == 44
+    prune.l1_unstructured(layer, "weight", amount=0.5)
+    assert count_parameters(layer) == 44 and count_nonzero(layer) == 24
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got int"):
+        count_parameters(3)
+
+
+def test_csr_bytes_formula_matches_torch():
+    weight = torch.tensor([[0.0, 1.0, 0.0], [2.0, 0.0, 3.0]])
+    csr = weight.to_sparse_csr()
+    real = sum(t.numel() * t.element_size() for t in (csr.values(), csr.col_indices(), csr.crow_indices()))
+    assert csr_bytes(weight) == real == 3 * 4 + 3 * 8 + 3 * 8
+    assert csr_bytes(weight, torch.int32) == 3 * 4 + 3 * 4 + 3 * 4
+    with pytest.raises(ValueError, match=r"weight must be 2-D, got shape \(3,\)"):
+        csr_bytes(torch.ones(3))
+
+
+def test_state_dict_bytes_masked_doubles_and_zeros_compress():
+    torch.manual_seed(0)
+    dense = nn.Linear(200, 100)
+    masked = nn.Linear(200, 100)
+    masked.load_state_dict(dense.state_dict())
+    prune.l1_unstructured(masked, "weight", amount=0.9)
+    assert state_dict_bytes(masked) > 1.8 * state_dict_bytes(dense)
+    prune.remove(masked, "weight")
+    assert state_dict_bytes(masked, compress=True) < state_dict_bytes(dense, compress=True) / 2
+
+
+def test_latency_ms_is_positive_and_checks_input():
+    assert latency_ms(lambda: torch.ones(10).sum(), min_run_time=0.01) > 0
+    with pytest.raises(TypeError, match="fn must be callable, got int"):
+        latency_ms(3)
+    with pytest.raises(ValueError, match="min_run_time must be > 0 seconds, got 0"):
+        latency_ms(lambda: None, min_run_time=0)
+
+
+def test_n_m_mask_pattern():
+    weight = torch.tensor([[0.1, -0.9, 0.5, 0.2, 3.0, 1.0, -2.0, 0.0]])
+    mask = sp.n_m_mask(weight, 2, 4)
+    assert mask.tolist() == [[False, True, True, False, True, False, True, False]]
+    big = sp.n_m_mask(torch.randn(16, 32), 2, 4)
+    assert (big.reshape(16, 8, 4).sum(-1) == 2).all() and sp.sparsity(big.float()) == 0.5
+
+
+@pytest.mark.parametrize(("shape", "n", "m", "message"), [
+    ((4, 6), 2, 4, "weight.shape\\[1\\] must be divisible by m=4, got 6"),
+    ((8,), 2, 4, "weight must be 2-D"),
+    ((4, 8), 4, 4, "n and m must be ints with 0 < n < m, got n=4, m=4"),
+])
+def test_n_m_mask_errors(shape, n, m, message):
+    with pytest.raises(ValueError, match=message):
+        sp.n_m_mask(torch.randn(shape), n, m)
+
+
+def test_latency_explorer_reads_measured_curves():
+    from lessons_lib.widgets import latency_explorer
+
+    slider, readout, image = latency_explorer([0.5, 0.9], {"CSR": [2.0, 0.5], "slim": [0.5, 0.1]}, 1.0).children
+    assert readout.value == "at 50%: CSR 2.000 ms (0.5x) · slim 0.500 ms (2.0x)"
+    slider.value = 1
+    assert readout.value == "at 90%: CSR 0.500 ms (2.0x) · slim 0.100 ms (10.0x)"
+    with pytest.raises(ValueError, match="curves must give one time per entry of amounts"):
+        latency_explorer([0.5], {"CSR": [1.0, 2.0]}, 1.0)
+
+
+def test_neuron_explorer_readout_and_untouched_model():
+    from lessons_lib.models import MLP
+    from lessons_lib.widgets import neuron_explorer
+
+    torch.manual_seed(0)
+    model = MLP((8, 6, 4, 3))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.randn(20, 8), torch.randint(0, 3, (20,))
+    *sliders, readout = neuron_explorer(model, x, y, batch=32).children
+    assert " · 97 parameters (100% of dense) · " in readout.value          # 8*6+6 + 6*4+4 + 4*3+3
+    sliders[0].value = 3
+    assert " · 58 parameters (60% of dense) · " in readout.value           # 8*3+3 + 3*4+4 + 4*3+3
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
