@@ -39,6 +39,7 @@ student: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 	$(BIN)/python benchmarks/pruning_results.py
+	$(BIN)/python benchmarks/speed_size.py
 
 clean:
 	rm -rf $(VENV) build

@@ -59,7 +59,7 @@ def widget_latency() -> list[dict]:
     from lessons_lib.models import MLP
     from lessons_lib.repro import seed_everything
     from lessons_lib.training import train
-    from lessons_lib.widgets import layer_sparsity_explorer, schedule_explorer, sparsity_explorer
+    from lessons_lib.widgets import layer_sparsity_explorer, neuron_explorer, schedule_explorer, sparsity_explorer
 
     seed_everything(0, threads=1)
     fractions = [round(0.05 * (i + 1), 2) for i in range(19)]
@@ -73,6 +73,9 @@ def widget_latency() -> list[dict]:
     rows.append(("02 layer_sparsity_explorer (MLP, 270 validation images)", *_median_update_ms(slider, fractions)))
     slider = schedule_explorer(epochs=30).children[0]
     rows.append(("03 schedule_explorer (30 epochs)", *_median_update_ms(slider, [f * 0.99 for f in fractions])))
+    slider = neuron_explorer(model, data.x_val, data.y_val).children[0]
+    widths = list(range(10, 250, 13))
+    rows.append(("04 neuron_explorer (MLP, slim rebuilt + timed)", *_median_update_ms(slider, widths)))
     return [{"widget": name, "median_ms": median, "max_ms": worst} for name, median, worst in rows]
 
 

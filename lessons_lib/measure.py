@@ -168,3 +168,26 @@ def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
         raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time!r}")
     timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1000
+
+
+def storage_bytes(model: nn.Module, amount: float) -> dict[str, int]:
+    """Bytes to store ``model`` (an MLP-like model of Linear layers) pruned globally to ``amount``:
+
+    - ``dense``: the state_dict with zeros in it; ``masked``: prune's form (weight_orig + mask);
+    - ``csr_int64`` / ``csr_int32``: weights in CSR with 8- / 4-byte indices, plus biases;
+    - ``compressed``: the dense state_dict after zlib.
+    The model itself is not changed (each form is built on a copy).
+    """
+    from .pruning import prune_global, remove_masks
+
+    masked = copy.deepcopy(model)                 # copies are made before pruning (lesson 01)
+    prune_global(masked, amount)
+    zeros = copy.deepcopy(model)
+    prune_global(zeros, amount)
+    remove_masks(zeros)
+    layers = linear_layers(zeros).values()
+    biases = sum(layer.bias.numel() * layer.bias.element_size() for layer in layers if layer.bias is not None)
+    return {"dense": state_dict_bytes(zeros), "masked": state_dict_bytes(masked),
+            "csr_int64": sum(csr_bytes(layer.weight.detach()) for layer in layers) + biases,
+            "csr_int32": sum(csr_bytes(layer.weight.detach(), torch.int32) for layer in layers) + biases,
+            "compressed": state_dict_bytes(zeros, compress=True)}
