@@ -22,13 +22,13 @@ from .validate import require_fraction
 
 
 def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator | None = None,
-                    random: bool = False) -> None:
+                    random: bool = False, layers: Mapping[str, nn.Linear] | None = None) -> None:
     """Prune the same fraction ``amount`` of every Linear layer's weight, by magnitude.
 
     With ``random=True`` the pruned weights are drawn at random instead (the baseline), from
-    ``generator`` when given.
+    ``generator`` when given. ``layers`` restricts pruning to those layers (default: all Linear).
     """
-    layers = linear_layers(model)
+    layers = linear_layers(model) if layers is None else layers
     amount = require_fraction(amount, "amount")
     for layer in layers.values():
         if random:
@@ -37,11 +37,12 @@ def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator 
             prune.l1_unstructured(layer, "weight", amount=amount)
 
 
-def prune_global(model: nn.Module, amount: float) -> None:
+def prune_global(model: nn.Module, amount: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
     """Prune the fraction ``amount`` of all Linear weights *together*: one magnitude threshold
     for the whole model (``prune.global_unstructured``), so layers end up with different sparsity.
+    ``layers`` restricts pruning to those layers (default: all Linear).
     """
-    layers = linear_layers(model)
+    layers = linear_layers(model) if layers is None else layers
     amount = require_fraction(amount, "amount")
     prune.global_unstructured([(layer, "weight") for layer in layers.values()],
                               pruning_method=prune.L1Unstructured, amount=amount)
@@ -175,3 +176,53 @@ def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
                              f"got {tuple(mask.shape)}")
     for name, mask in masks.items():
         prune.custom_from_mask(layers[name], "weight", mask)
+
+
+@torch.no_grad()
+def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linear]) -> dict[str, torch.Tensor]:
+    """For each layer, the L2 norm of each input feature over every row of a calibration batch.
+
+    Runs ``model(x)`` once with forward hooks. Returns name -> ``(in_features,)``: the
+    ``||X_j||`` of Wanda's score (all tokens of all examples count as rows).
+    """
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name: str):
+        def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+            rows = inputs[0].reshape(-1, inputs[0].shape[-1])          # (tokens, in_features)
+            sums[name] = sums.get(name, 0) + rows.pow(2).sum(dim=0)
+        return record
+
+    handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
+    try:
+        model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: total.sqrt() for name, total in sums.items()}
+
+
+def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, amount: float) -> torch.Tensor:
+    """Activation-aware mask in the spirit of Wanda (Sun et al., 2023, arXiv:2306.11695).
+
+    Score ``|W_ij| * ||X_j||`` and prune the ``round(amount * in_features)`` lowest scores *within
+    each output row*. With ``norms=None`` the score is plain ``|W_ij|`` (row-wise magnitude).
+
+    Args:
+        weight: ``(out_features, in_features)``; norms: ``(in_features,)`` from :func:`input_norms`.
+
+    Returns:
+        bool ``(out_features, in_features)``, True = keep.
+    """
+    amount = require_fraction(amount, "amount")
+    if weight.dim() != 2:
+        raise ValueError(f"weight must be 2-D, got shape {tuple(weight.shape)}")
+    if norms is not None and norms.shape != (weight.shape[1],):
+        raise ValueError(f"norms must have shape ({weight.shape[1]},) (one per input feature), "
+                         f"got {tuple(norms.shape)}")
+    scores = weight.detach().abs() * (1 if norms is None else norms[None, :])
+    k = round(amount * weight.shape[1])
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k:
+        keep.scatter_(1, scores.topk(k, dim=1, largest=False).indices, False)
+    return keep

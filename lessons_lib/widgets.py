@@ -279,3 +279,60 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([slider, readout, image])
+
+
+def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor,
+                                  y: torch.Tensor, norms: dict[str, torch.Tensor]) -> widgets.VBox:
+    """Sparsity slider and method choice over a transformer's ``layers``, without retraining.
+
+    Methods: layer-wise magnitude, global magnitude, and Wanda-style ``|W| * ||X||`` within each
+    output row (``norms`` from ``pruning.input_norms``). Shows exact-match accuracy of the answer
+    digits ``y`` ``(n, d)`` on problems ``x`` and each layer's sparsity. Masks are applied through
+    ``torch.func.functional_call``, so ``model`` is never modified.
+    Returns ``VBox([method, slider, readout, image])``.
+    """
+    from .pruning import global_threshold, wanda_mask
+
+    if set(norms) != set(layers):
+        raise ValueError("norms must give one input-norm vector per layer in layers")
+    weights = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    method = widgets.Dropdown(options=["layer-wise magnitude", "global magnitude", "Wanda (|W|·‖X‖ per row)"],
+                              description="method")
+    slider = widgets.FloatSlider(value=0.5, min=0.0, max=0.95, step=0.05, description="sparsity",
+                                 readout_format=".0%")
+    readout = widgets.HTML()
+    image = widgets.Image(format="png")
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.22 * len(layers)))
+    fig.subplots_adjust(left=0.32, right=0.97, bottom=0.12, top=0.93)
+    plt.close(fig)
+    bars = ax.barh(list(layers), [0.0] * len(layers), color="tab:blue")
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.tick_params(labelsize="small")
+    ax.set_title("sparsity per layer (%)", fontsize="medium")
+
+    def masks_for(amount: float) -> dict[str, torch.Tensor]:
+        if method.value.startswith("layer-wise"):
+            return {n: magnitude_mask(w, amount) for n, w in weights.items()}
+        if method.value.startswith("global"):
+            threshold = global_threshold(list(weights.values()), amount)
+            return {n: w.abs() > threshold for n, w in weights.items()}
+        return {n: wanda_mask(w, norms[n], amount) for n, w in weights.items()}
+
+    def redraw(_change: object = None) -> None:
+        masks = masks_for(slider.value)
+        params = {f"{n}.weight": weights[n] * masks[n] for n in weights}
+        with torch.no_grad():
+            logits = torch.func.functional_call(model, params, (x,))[:, -y.shape[1]:]
+        accuracy = (logits.argmax(-1) == y).all(dim=1).float().mean().item()
+        kept = sum(int(m.sum()) for m in masks.values())
+        total = sum(m.numel() for m in masks.values())
+        readout.value = f"exact match {accuracy:.1%} · {1 - kept / total:.1%} of block weights pruned"
+        for bar, mask in zip(bars, masks.values(), strict=True):
+            bar.set_width(100 * (1 - mask.float().mean().item()))
+        image.value = figure_png(fig)
+
+    method.observe(redraw, names="value")
+    slider.observe(redraw, names="value")
+    redraw()
+    return widgets.VBox([method, slider, readout, image])

@@ -1,0 +1,160 @@
+"""A tiny GPT-style decoder, small enough to read in one sitting and to prune on a laptop.
+
+Shapes: B = batch, T = sequence length, D = ``d_model``, H = heads in a layer, E = ``head_dim``.
+
+Each attention layer has separate ``q``, ``k`` and ``v`` projections of shape ``(H * E, D)``:
+head ``h`` owns rows ``h*E : (h+1)*E`` of each, and columns ``h*E : (h+1)*E`` of the output
+projection ``out``. Removing a head means deleting exactly those slices. The config records the
+heads and FFN width of *every* layer, so a pruned model is rebuilt from ``config`` +
+``state_dict`` alone (no pickled modules).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 12
+    block_size: int = 16
+    d_model: int = 64
+    head_dim: int = 16
+    heads: list[int] = field(default_factory=lambda: [4, 4])   # heads per layer
+    ffn: list[int] = field(default_factory=lambda: [256, 256])  # FFN hidden width per layer
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "d_model", "head_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if len(self.heads) != len(self.ffn) or not self.heads:
+            raise ValueError(f"heads and ffn must list one entry per layer (same length, >= 1), "
+                             f"got heads={self.heads}, ffn={self.ffn}")
+        if any(h < 0 for h in self.heads) or any(f < 0 for f in self.ffn):
+            raise ValueError(f"heads and ffn must be >= 0 per layer, got heads={self.heads}, ffn={self.ffn}")
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.heads)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention with ``n_heads`` heads of size ``head_dim``."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int) -> None:
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.q = nn.Linear(d_model, n_heads * head_dim)
+        self.k = nn.Linear(d_model, n_heads * head_dim)
+        self.v = nn.Linear(d_model, n_heads * head_dim)
+        self.out = nn.Linear(n_heads * head_dim, d_model)
+
+    def forward(self, x: torch.Tensor, head_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, T, D) -> (B, T, D). ``head_mask`` (H,) scales each head's output (1 = on)."""
+        B, T, _ = x.shape
+        if self.n_heads == 0:                                   # every head removed
+            return self.out.bias.expand(B, T, -1)
+
+        def split(t: torch.Tensor) -> torch.Tensor:            # (B, T, H*E) -> (B, H, T, E)
+            return t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+        heads = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
+                                               is_causal=True)   # (B, H, T, E)
+        if head_mask is not None:
+            heads = heads * head_mask.view(1, -1, 1, 1)
+        return self.out(heads.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attention(ln(x)), then x + ffn(ln(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, ffn: int) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, head_dim)
+        self.fc1, self.fc2 = nn.Linear(d_model, ffn), nn.Linear(ffn, d_model)   # FFN: (ffn, D), (D, ffn)
+
+    def forward(self, x: torch.Tensor, head_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x), head_mask)
+        return x + self.fc2(F.gelu(self.fc1(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    """Token + position embeddings, ``n_layers`` blocks, a final LayerNorm and an output head."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
+        self.config = config
+        self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
+        self.pos_emb = nn.Embedding(config.block_size, config.d_model)
+        self.blocks = nn.ModuleList(Block(config.d_model, h, config.head_dim, f)
+                                    for h, f in zip(config.heads, config.ffn, strict=True))
+        self.ln_f = nn.LayerNorm(config.d_model)
+        self.head = nn.Linear(config.d_model, config.vocab_size)
+
+    def forward(self, idx: torch.Tensor, head_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """idx: (B, T) token ids -> logits (B, T, vocab). ``head_masks``: one (H,) per layer."""
+        B, T = idx.shape
+        if self.config.block_size < T:
+            raise ValueError(f"sequence length must be <= block_size ({self.config.block_size}), got {T}")
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(T, device=idx.device))
+        for i, block in enumerate(self.blocks):
+            x = block(x, None if head_masks is None else head_masks[i])
+        return self.head(self.ln_f(x))
+
+
+def save_gpt(model: GPT) -> dict:
+    """What to ``torch.save``: the config as a plain dict and the state_dict (weights only)."""
+    return {"config": model.config.to_dict(), "state_dict": model.state_dict()}
+
+
+def load_gpt(saved: dict) -> GPT:
+    """Rebuild a (possibly pruned) GPT from :func:`save_gpt`'s dict."""
+    if not isinstance(saved, dict) or set(saved) != {"config", "state_dict"}:
+        raise ValueError("saved must be a dict with keys 'config' and 'state_dict' (from save_gpt)")
+    model = GPT(GPTConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    return model
+
+
+def prunable_layers(model: GPT) -> dict[str, nn.Linear]:
+    """The Linear layers of the blocks (attention q, k, v, out and FFN fc1, fc2), by name.
+
+    Embeddings, LayerNorms and the output head are left out: they are a small share of the
+    weights here and pruning them hurts most.
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    return {name: m for name, m in model.named_modules()
+            if isinstance(m, nn.Linear) and name.startswith("blocks.")}
+
+
+def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> GPT:
+    """Load a GPT saved by ``scripts/train_checkpoint.py`` after checking the file's SHA-256.
+
+    ``expected_sha256`` defaults to the one recorded next to the file (``<name>.json``). The file
+    is read with ``torch.load(..., weights_only=True)``: tensors and plain data only, no code.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path={str(path)!r} is not a file; run scripts/train_checkpoint.py to make it")
+    if expected_sha256 is None:
+        expected_sha256 = json.loads(path.with_suffix(".json").read_text())["sha256"]
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected_sha256:
+        raise ValueError(f"checkpoint {path.name} has SHA-256 {actual}, expected {expected_sha256}: "
+                         "the file is corrupt or from another version; re-run scripts/train_checkpoint.py")
+    return load_gpt(torch.load(path, weights_only=True))

@@ -1,0 +1,123 @@
+"""A synthetic character-level task, generated in code: adding two n-digit numbers.
+
+A problem ``123+456=`` is followed by its sum with n+1 digits, most significant first (``0579``).
+That order makes the task genuinely hard for a small model: to write the first digit it must
+already know whether carries ripple up from the digits to the right, which takes several
+attention heads working together. Vocabulary: digits 0-9 are tokens 0-9, ``+`` is 10, ``=`` is 11.
+
+Train, validation and test problems are disjoint pairs (a, b), drawn once from a seed: the test
+problems were never seen in training.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .validate import require_positive_int
+
+PLUS, EQUALS = 10, 11
+
+
+class Addition(NamedTuple):
+    """Token tensors: ``x_*`` are ``(n, 3n+2)`` model inputs, ``y_*`` ``(n, n+1)`` answer digits."""
+
+    n_digits: int
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def _digits(numbers: torch.Tensor, width: int) -> torch.Tensor:
+    """(n,) ints -> (n, width) digits, most significant first."""
+    powers = 10 ** torch.arange(width - 1, -1, -1)
+    return numbers[:, None] // powers % 10
+
+
+def encode(a: torch.Tensor, b: torch.Tensor, n_digits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and answers for problems a + b: x (n, 3n+2) = a + b = and the answer but its last
+    digit (teacher forcing); y (n, n+1) = the sum, zero-padded to n+1 digits."""
+    answer = _digits(a + b, n_digits + 1)                                         # e.g. 0579
+    n = len(a)
+    full = torch.cat([_digits(a, n_digits), torch.full((n, 1), PLUS), _digits(b, n_digits),
+                      torch.full((n, 1), EQUALS), answer], dim=1)
+    return full[:, :-1], answer
+
+
+def addition_task(n_digits: int = 3, n_train: int = 20_000, n_val: int = 1_000, n_test: int = 2_000,
+                  seed: int = 0) -> Addition:
+    """Disjoint random problems with operands in [0, 10**n_digits)."""
+    space = 10 ** (2 * n_digits)
+    if not 1 <= n_digits <= 4:
+        raise ValueError(f"n_digits must be in [1, 4], got {n_digits}")
+    if n_train + n_val + n_test > space:
+        raise ValueError(f"n_train + n_val + n_test must be <= {space} distinct problems, "
+                         f"got {n_train + n_val + n_test}")
+    pairs = torch.randperm(space, generator=torch.Generator().manual_seed(seed))[: n_train + n_val + n_test]
+    a, b = pairs // 10 ** n_digits, pairs % 10 ** n_digits
+    parts = []
+    for lo, hi in ((0, n_train), (n_train, n_train + n_val), (n_train + n_val, len(pairs))):
+        parts += encode(a[lo:hi], b[lo:hi], n_digits)
+    return Addition(n_digits, *parts)
+
+
+def answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Tensor:
+    """Logits the model gives for the answer digits: (n, n_answer, vocab)."""
+    return model(x)[:, -n_answer:]
+
+
+def answer_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the answer digits only (the problem itself is given, not predicted)."""
+    logits = answer_logits(model, x, y.shape[1])
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+@torch.no_grad()
+def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Fraction of problems whose every answer digit is the model's top prediction.
+
+    With teacher forcing each digit is predicted from the true digits before it; if all of them
+    are right, greedy generation writes exactly this answer, so this equals generation accuracy.
+    """
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        xs, ys = x[start:start + batch_size], y[start:start + batch_size]
+        correct += (answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
+    model.train(was_training)
+    return correct / len(x)
+
+
+def train_on_task(model: nn.Module, task: Addition, steps: int, lr: float = 3e-3, batch_size: int = 256,
+                  seed: int = 0, weight_decay: float = 0.01, progress: bool = True,
+                  desc: str = "training") -> list[float]:
+    """AdamW on random training batches for ``steps`` steps; returns the loss of every step.
+
+    Works unchanged on pruned models (masks stay in force through prune's hooks). The batches
+    come from a generator seeded with ``seed``, so the same call gives the same weights.
+    """
+    require_positive_int(steps, "steps")
+    require_positive_int(batch_size, "batch_size")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr!r}")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+        batch = torch.randint(len(task.x_train), (batch_size,), generator=generator)
+        loss = answer_loss(model, task.x_train[batch], task.y_train[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
