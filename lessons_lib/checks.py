@@ -272,3 +272,44 @@ def check_slim_pair(slim_pair_fn: Callable) -> None:
                                   f"(max difference {float((got - expected).abs().max()):.3g}); check that the "
                                   "next layer keeps its own bias and the columns in the same order as keep.")
     _passed("slim_pair", len(cases))
+
+
+def check_remove_heads(remove_heads_fn: Callable) -> None:
+    """Lesson 07's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
+    the heads in ``keep``, computing what ``attn`` computes with the other heads masked out."""
+    from .gpt import Attention
+
+    g = torch.Generator().manual_seed(11)
+    for n_heads, keep in ((4, [0, 2]), (4, [3]), (3, [0, 1, 2]), (4, [1, 2, 3])):
+        attn = Attention(d_model=16, n_heads=n_heads, head_dim=4)
+        with torch.no_grad():
+            for p in attn.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        before = {k: v.clone() for k, v in attn.state_dict().items()}
+        where = f"Attention with {n_heads} heads of size 4, keep={keep}"
+        result = _call(remove_heads_fn, "remove_heads", attn, list(keep))
+        if any(not torch.equal(before[k], v) for k, v in attn.state_dict().items()) or attn.n_heads != n_heads:
+            raise ExerciseFailure(f"{where}: remove_heads changed the module it was given; build a new one.")
+        if not isinstance(result, Attention) or result is attn:
+            raise ExerciseFailure(f"{where}: expected a new Attention module, got {type(result).__name__}.")
+        rows = len(keep) * 4
+        if result.n_heads != len(keep):
+            raise ExerciseFailure(f"{where}: the new module says n_heads={result.n_heads}; expected {len(keep)}.")
+        for name in ("q", "k", "v"):
+            if getattr(result, name).weight.shape != (rows, 16):
+                raise ExerciseFailure(f"{where}: {name}.weight should be {(rows, 16)} (head_dim rows per kept head), "
+                                      f"got {tuple(getattr(result, name).weight.shape)}.")
+        if result.out.weight.shape != (16, rows):
+            raise ExerciseFailure(f"{where}: out.weight should be {(16, rows)}: the kept heads' COLUMNS, "
+                                  f"got {tuple(result.out.weight.shape)}.")
+        x = torch.randn(2, 5, 16, generator=g)
+        mask = torch.zeros(n_heads)
+        mask[keep] = 1
+        with torch.no_grad():
+            expected, got = attn(x, mask), result(x)
+        if not torch.allclose(got, expected, atol=1e-5):
+            raise ExerciseFailure(f"{where}: outputs differ from the original with the other heads masked "
+                                  f"(max difference {float((got - expected).abs().max()):.3g}). Head h owns rows "
+                                  "h*head_dim:(h+1)*head_dim of q, k, v (with their biases) and those columns "
+                                  "of out; out keeps its whole bias.")
+    _passed("remove_heads", 4)

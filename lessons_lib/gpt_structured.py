@@ -131,3 +131,22 @@ def ffn_importance(model: GPT, x: torch.Tensor) -> list[torch.Tensor]:
         for hook in hooks:
             hook.remove()
     return scores
+
+
+def top_indices(scores: torch.Tensor, n: int) -> list[int]:
+    """The ``n`` highest-scoring indices of ``scores``, in increasing order."""
+    if not 0 <= n <= len(scores):
+        raise ValueError(f"n must be in [0, {len(scores)}], got {n}")
+    return sorted(torch.sort(-scores, stable=True).indices[:n].tolist())
+
+
+def prune_to(model: GPT, heads: list[int], ffn: list[int], x: torch.Tensor, y: torch.Tensor,
+             calibration: torch.Tensor) -> GPT:
+    """One structured pruning step: keep ``heads[i]`` heads (highest ablation loss on ``x, y``)
+    and ``ffn[i]`` FFN neurons (highest :func:`ffn_importance` on ``calibration``) in layer ``i``."""
+    if len(heads) != model.config.n_layers or len(ffn) != model.config.n_layers:
+        raise ValueError(f"heads and ffn must give one count per layer ({model.config.n_layers}), got {heads}, {ffn}")
+    head_scores = head_importance_ablation(model, x, y)
+    ffn_scores = ffn_importance(model, calibration)
+    return slim_gpt(model, {i: top_indices(s, heads[i]) for i, s in enumerate(head_scores)},
+                    {i: top_indices(s, ffn[i]) for i, s in enumerate(ffn_scores)})

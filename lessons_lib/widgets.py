@@ -336,3 +336,55 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     slider.observe(redraw, names="value")
     redraw()
     return widgets.VBox([method, slider, readout, image])
+
+
+def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: list[torch.Tensor],
+                  batch: int = 256) -> widgets.VBox:
+    """A checkbox per attention head (one row per layer) and an FFN-width slider (fraction of
+    neurons kept in every layer, highest ``ffn_scores`` first). Shows live exact match on
+    ``(x, y)``, parameter count and the measured latency of the slim model on ``batch`` problems.
+
+    Each change rebuilds a slim model from ``model`` (``gpt_structured.slim_gpt``); ``model`` is
+    not modified. Returns ``VBox([grid, ffn_slider, readout])``.
+    """
+    from .gpt_structured import slim_gpt
+    from .measure import count_parameters
+
+    config = model.config
+    boxes = [[widgets.Checkbox(value=True, description=f"L{i} H{h}", indent=False,
+                               layout=widgets.Layout(width="80px")) for h in range(n)]
+             for i, n in enumerate(config.heads)]
+    ffn_slider = widgets.FloatSlider(value=1.0, min=0.05, max=1.0, step=0.05, description="FFN kept",
+                                     readout_format=".0%")
+    readout = widgets.HTML()
+    inputs = x[:batch]
+
+    def quick_ms(m: nn.Module) -> float:
+        times = []
+        with torch.no_grad():
+            for _ in range(5):
+                start = time.perf_counter()
+                m(inputs)
+                times.append(time.perf_counter() - start)
+        return 1000 * sorted(times)[2]
+
+    dense_ms, dense_params = quick_ms(model), count_parameters(model)
+
+    def redraw(_change: object = None) -> None:
+        keep_heads = {i: [h for h, box in enumerate(row) if box.value] for i, row in enumerate(boxes)}
+        keep_ffn = {i: sorted(s.argsort(descending=True)[:max(1, round(ffn_slider.value * len(s)))].tolist())
+                    for i, s in enumerate(ffn_scores)}
+        slim = slim_gpt(model, keep_heads, keep_ffn).eval()
+        with torch.no_grad():
+            accuracy = (slim(x)[:, -y.shape[1]:].argmax(-1) == y).all(dim=1).float().mean().item()
+        params = count_parameters(slim)
+        readout.value = (f"exact match {accuracy:.1%} · heads {slim.config.heads} · FFN {slim.config.ffn} · "
+                         f"{params:,} parameters ({params / dense_params:.0%}) · {quick_ms(slim):.1f} ms "
+                         f"per {len(inputs)} problems (dense {dense_ms:.1f} ms)")
+
+    for box in (b for row in boxes for b in row):
+        box.observe(redraw, names="value")
+    ffn_slider.observe(redraw, names="value")
+    redraw()
+    grid = widgets.VBox([widgets.HBox(row) for row in boxes])
+    return widgets.VBox([grid, ffn_slider, readout])
