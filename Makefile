@@ -40,6 +40,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 	$(BIN)/python benchmarks/pruning_results.py
 	$(BIN)/python benchmarks/speed_size.py
+	$(BIN)/python benchmarks/transformer_results.py
 
 clean:
 	rm -rf $(VENV) build

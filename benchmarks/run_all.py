@@ -76,6 +76,22 @@ def widget_latency() -> list[dict]:
     slider = neuron_explorer(model, data.x_val, data.y_val).children[0]
     widths = list(range(10, 250, 13))
     rows.append(("04 neuron_explorer (MLP, slim rebuilt + timed)", *_median_update_ms(slider, widths)))
+    from lessons_lib.gpt import load_checkpoint, prunable_layers
+    from lessons_lib.gpt_structured import ffn_importance
+    from lessons_lib.pruning import input_norms
+    from lessons_lib.tasks import addition_task
+    from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
+
+    gpt = load_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "gpt_addition.pt")
+    task = addition_task(3)
+    layers = prunable_layers(gpt)
+    norms = input_norms(gpt, task.x_train[:128], layers)
+    slider = transformer_sparsity_explorer(gpt, layers, task.x_test[:1000], task.y_test[:1000], norms).children[1]
+    rows.append(("06 transformer_sparsity_explorer (1,000 problems)", *_median_update_ms(slider, fractions[:18])))
+    ffn_slider = head_explorer(gpt, task.x_val[:500], task.y_val[:500],
+                               ffn_importance(gpt, task.x_train[:256])).children[1]
+    rows.append(("07 head_explorer (500 problems, slim rebuilt + timed)",
+                 *_median_update_ms(ffn_slider, [round(0.05 * i, 2) for i in range(1, 20)])))
     return [{"widget": name, "median_ms": median, "max_ms": worst} for name, median, worst in rows]
 
 
