@@ -57,6 +57,20 @@ def figure_png(fig: Figure, dpi: int = 80) -> bytes:
     return buffer.getvalue()
 
 
+def _layer_bars(names: list[str], title: str, height: float, left: float) -> tuple[Figure, object, object]:
+    """A closed figure with one horizontal bar per layer name (0-100%), for explorers to update."""
+    fig, ax = plt.subplots(figsize=(6, height))
+    few = len(names) < 5                                   # short figures need relatively larger margins
+    fig.subplots_adjust(left=left, right=0.97, bottom=0.3 if few else 0.12, top=0.85 if few else 0.93)
+    plt.close(fig)
+    bars = ax.barh(names, [0.0] * len(names), color="tab:blue")
+    ax.set_xlim(0, 100)
+    ax.invert_yaxis()
+    ax.tick_params(labelsize="small")
+    ax.set_title(title, fontsize="medium")
+    return fig, ax, bars
+
+
 def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) -> widgets.VBox:
     """A sparsity slider over one Linear layer, with mask heatmap, histogram and output error.
 
@@ -136,14 +150,8 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                                          description=name, readout_format=".0%") for name in layers}
     readout = widgets.HTML()
     image = widgets.Image(format="png")
-    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.45 * len(layers)))
-    fig.subplots_adjust(left=0.18, right=0.97, bottom=0.3, top=0.85)
-    plt.close(fig)
-    bars = ax.barh(list(layers), [1.0] * len(layers), color="tab:blue")
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
+    fig, ax, bars = _layer_bars(list(layers), "per-layer sparsity", 0.6 + 0.45 * len(layers), left=0.18)
     ax.set_xlabel("sparsity of the layer (%)")
-    ax.set_title("per-layer sparsity")
     labels = [ax.text(2, i, "", va="center", fontsize="small") for i in range(len(layers))]
 
     def redraw(_change: object = None) -> None:
@@ -302,14 +310,7 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
                                  readout_format=".0%")
     readout = widgets.HTML()
     image = widgets.Image(format="png")
-    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.22 * len(layers)))
-    fig.subplots_adjust(left=0.32, right=0.97, bottom=0.12, top=0.93)
-    plt.close(fig)
-    bars = ax.barh(list(layers), [0.0] * len(layers), color="tab:blue")
-    ax.set_xlim(0, 100)
-    ax.invert_yaxis()
-    ax.tick_params(labelsize="small")
-    ax.set_title("sparsity per layer (%)", fontsize="medium")
+    fig, _, bars = _layer_bars(list(layers), "sparsity per layer (%)", 0.5 + 0.22 * len(layers), left=0.32)
 
     def masks_for(amount: float) -> dict[str, torch.Tensor]:
         if method.value.startswith("layer-wise"):
