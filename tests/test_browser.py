@@ -1,0 +1,145 @@
+"""A real browser runs lessons 01 and 07 in JupyterLab and moves their widgets.
+
+Needs Debian's ``chromium`` (``apt-get install chromium``) and the ``playwright`` package (no
+browser download). Without Chromium the test is skipped with a message; under CI (``CI=true``) a
+missing browser is a failure. Screenshots go to ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TOKEN = "pruning-masterclass-test"
+
+
+def _require_browser() -> None:
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append("Chromium (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package (pip install playwright)")
+    if missing:
+        message = "browser test needs " + " and ".join(missing)
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + "; .ci/run installs Chromium, so under CI this is an error")
+        pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab on 127.0.0.1 over a *copy* of the notebooks (autosave must not touch the repo)."""
+    _require_browser()
+    root = tmp_path_factory.mktemp("lab")
+    shutil.copytree(ROOT / "notebooks", root / "notebooks")
+    port = _free_port()
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+               f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root / 'notebooks'}",
+               f"--LabApp.workspaces_dir={root / 'workspaces'}", "--LabApp.news_url=",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if os.geteuid() == 0:
+        command.append("--allow-root")
+    log = (root / "lab.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.terminate()
+        pytest.fail(f"JupyterLab did not start; see {root / 'lab.log'}")
+    yield url
+    server.terminate()
+    server.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser(lab):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield chromium
+        chromium.close()
+
+
+def _run_all(page, lab: str, notebook: str, done_text: str, timeout_s: int = 240) -> None:
+    page.goto(f"{lab}/lab/tree/{notebook}?token={TOKEN}")
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=120_000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    page.locator(".jp-NotebookPanel .jp-Notebook").first.click()
+    page.keyboard.press("Control+Shift+c")
+    page.keyboard.type("Run All Cells")
+    page.keyboard.press("Enter")
+    page.get_by_text(done_text).first.wait_for(timeout=timeout_s * 1000)
+    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout_s * 1000)
+
+
+def _errors(page) -> int:
+    return page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count()
+
+
+def test_lesson_01_slider_changes_readout_and_picture(lab, browser):
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    _run_all(page, lab, "01_magnitude_masks.ipynb", "median update:")
+    assert _errors(page) == 0, "a cell shows an error"
+    readout = page.locator(".widget-html-content", has_text="relative output error").first
+    image = page.locator(".widget-image").first
+    handle = page.locator(".widget-slider .noUi-handle").first
+    handle.scroll_into_view_if_needed()
+    before_text, before_src = readout.inner_text(), image.get_attribute("src")
+    page.screenshot(path=str(ARTIFACTS / "lesson01_before.png"))
+    box = handle.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] - 120, box["y"] + box["height"] / 2, steps=8)
+    page.mouse.up()
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before_text],
+                           timeout=10_000)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "lesson01_after.png"))
+    assert readout.inner_text() != before_text
+    assert image.get_attribute("src") != before_src
+    page.close()
+
+
+def test_lesson_07_head_toggle_changes_readout(lab, browser):
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    _run_all(page, lab, "07_pruning_heads_and_neurons.ipynb", "the slim model is faster", timeout_s=300)
+    assert _errors(page) == 0, "a cell shows an error"
+    checkbox = page.locator(".widget-checkbox input").first
+    checkbox.scroll_into_view_if_needed()                          # widgets render once in view
+    readout = page.locator(".widget-html-content", has_text="exact match").first
+    readout.wait_for(timeout=30_000)
+    before = readout.inner_text()
+    checkbox.click()                                               # switch off layer 0, head 0
+    page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
+                           timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "lesson07_head_off.png"))
+    assert "heads [3, " in readout.inner_text() and readout.inner_text() != before
+    page.close()
