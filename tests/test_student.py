@@ -77,3 +77,20 @@ def test_untouched_student_notebook_fails_only_at_its_checks(path, student_dir):
         assert "check_" in source, f"a cell other than a check failed: {source[:80]}"
         assert out.ename == "ExerciseFailure" and "is not implemented yet" in out.evalue
         assert len(out.traceback) <= 2, "the checker should show its message, not a traceback"
+
+
+def test_exercise_cells_carry_nbgrader_metadata():
+    """Solution and check cells are marked the way nbgrader expects, so a course can use them as is."""
+    ids = []
+    for path in WITH_EXERCISES:
+        cells = json.loads(path.read_text())["cells"]
+        for i, cell in enumerate(cells):
+            meta = cell["metadata"].get("nbgrader")
+            if "### BEGIN SOLUTION" in "".join(cell["source"]):
+                assert meta and meta["solution"] and not meta["grade"], f"{path.name}: solution cell unmarked"
+                check = next(c for c in cells[i + 1:] if c["cell_type"] == "code")
+                check_meta = check["metadata"].get("nbgrader")
+                assert check_meta and check_meta["grade"] and check_meta["points"] > 0, f"{path.name}: check unmarked"
+                assert "check_" in "".join(check["source"])
+                ids += [meta["grade_id"], check_meta["grade_id"]]
+    assert len(ids) == len(set(ids)) and len(ids) >= 2 * len(WITH_EXERCISES)
