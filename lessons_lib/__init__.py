@@ -2,12 +2,19 @@
 
 One module per concern, each short enough to read in a sitting:
 
-- ``repro``    -- seeds and thread count, one call at the top of every lesson
-- ``sparsity`` -- magnitude and random masks, sparsity of tensors, layers and models
-- ``measure``  -- how much a mask changes a layer's output
-- ``plots``    -- mask heatmaps, weight histograms, error-vs-sparsity curves
-- ``widgets``  -- interactive explorers (ipywidgets)
-- ``checks``   -- exercise checkers with plain-language feedback
+- ``repro``          -- seeds and thread count, one call at the top of every lesson
+- ``validate``       -- the argument checks every public function runs first
+- ``sparsity``       -- magnitude, random and N:M masks; sparsity of tensors and models
+- ``pruning``        -- masks on a whole model: layer-wise, global, per layer, Wanda-style
+- ``measure``        -- output error, accuracy vs sparsity, parameters, bytes, latency
+- ``data``, ``models``, ``training`` -- the digits split, the MLP and its training loop
+- ``schedules``      -- one-shot, iterative and cubic pruning plans during fine-tuning
+- ``structured``     -- neuron scores and physically smaller MLP layers
+- ``gpt``, ``tasks`` -- the tiny GPT, its addition task and its checkpoint
+- ``gpt_structured`` -- head and FFN-neuron scores and removal for the GPT
+- ``plots``          -- mask heatmaps, histograms, accuracy/latency/schedule curves
+- ``widgets``        -- interactive explorers (ipywidgets)
+- ``checks``         -- exercise checkers with plain-language feedback
 
 Importing the package has no side effects: nothing is seeded, trained or drawn.
 """
