@@ -76,13 +76,13 @@ def widget_latency() -> list[dict]:
     slider = neuron_explorer(model, data.x_val, data.y_val).children[0]
     widths = list(range(10, 250, 13))
     rows.append(("04 neuron_explorer (MLP, slim rebuilt + timed)", *_median_update_ms(slider, widths)))
-    from lessons_lib.gpt import load_checkpoint, prunable_layers
+    from lessons_lib.gpt import CHECKPOINT, load_checkpoint, prunable_layers
     from lessons_lib.gpt_structured import ffn_importance
     from lessons_lib.pruning import input_norms
     from lessons_lib.tasks import addition_task
     from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
 
-    gpt = load_checkpoint(Path(__file__).resolve().parents[1] / "checkpoints" / "gpt_addition.pt")
+    gpt = load_checkpoint(CHECKPOINT)
     task = addition_task(3)
     layers = prunable_layers(gpt)
     norms = input_norms(gpt, task.x_train[:128], layers)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import lessons_lib.sparsity as sp
-from lessons_lib.gpt import load_checkpoint, prunable_layers
+from lessons_lib.gpt import CHECKPOINT, load_checkpoint, prunable_layers
 from lessons_lib.gpt_structured import prune_to
 from lessons_lib.measure import count_parameters, latency_ms
 from lessons_lib.pruning import apply_masks, input_norms, wanda_mask
@@ -78,7 +78,7 @@ def mean(values) -> float:
 
 def main() -> None:
     seed_everything(0, threads=1)
-    dense = load_checkpoint(ROOT / "checkpoints" / "gpt_addition.pt")
+    dense = load_checkpoint(CHECKPOINT)
     task = addition_task(3)
     dense_em = 100 * exact_match(dense, task.x_test, task.y_test)
     unstr = [unstructured(dense, task, s) for s in SEEDS]

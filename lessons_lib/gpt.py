@@ -142,8 +142,12 @@ def prunable_layers(model: GPT) -> dict[str, nn.Linear]:
             if isinstance(m, nn.Linear) and name.startswith("blocks.")}
 
 
-def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> GPT:
-    """Load a GPT saved by ``scripts/train_checkpoint.py`` after checking the file's SHA-256.
+CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gpt_addition.pt"   # ships with the package
+
+
+def load_checkpoint(path: str | Path = CHECKPOINT, expected_sha256: str | None = None) -> GPT:
+    """Load a GPT saved by ``scripts/train_checkpoint.py`` (by default the shipped
+    :data:`CHECKPOINT`, trained on 3-digit addition) after checking the file's SHA-256.
 
     ``expected_sha256`` defaults to the one recorded next to the file (``<name>.json``). The file
     is read with ``torch.load(..., weights_only=True)``: tensors and plain data only, no code.

@@ -4,7 +4,7 @@
 
 Writes OUT_DIR/gpt_addition.pt (config + state_dict, loadable with weights_only=True) and
 OUT_DIR/gpt_addition.json (its SHA-256 and the metrics it reached). OUT_DIR defaults to
-checkpoints/. Deterministic: one thread, fixed seeds; the same machine gives the same bytes.
+lessons_lib/checkpoints/. Deterministic: one thread, fixed seeds; the same machine gives the same bytes.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from lessons_lib.gpt import GPT, GPTConfig, save_gpt
+from lessons_lib.gpt import CHECKPOINT, GPT, GPTConfig, save_gpt
 from lessons_lib.repro import seed_everything
 from lessons_lib.tasks import addition_task, answer_loss, exact_match, train_on_task
 
@@ -45,4 +45,4 @@ def main(out_dir: Path) -> dict:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "checkpoints")
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else CHECKPOINT.parent)

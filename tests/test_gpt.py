@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint, load_gpt, prunable_layers, save_gpt
+from lessons_lib.gpt import CHECKPOINT, GPT, GPTConfig, load_checkpoint, load_gpt, prunable_layers, save_gpt
 from lessons_lib.pruning import input_norms, wanda_mask
 from lessons_lib.tasks import addition_task, answer_loss, encode, exact_match, train_on_task
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = ROOT / "checkpoints" / "gpt_addition.pt"
 
 
 @pytest.mark.parametrize("config", [GPTConfig(block_size=11), GPTConfig(d_model=32, head_dim=8, heads=[2, 3, 1],
