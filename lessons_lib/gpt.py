@@ -11,8 +11,11 @@ heads and FFN width of *every* layer, so a pruned model is rebuilt from ``config
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,6 +50,15 @@ class GPTConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@contextlib.contextmanager
+def allow_empty_layers() -> Iterator[None]:
+    """Build Linear layers with 0 outputs or inputs quietly: a layer pruned to 0 heads or 0 FFN
+    neurons is legitimate, and torch's "zero-element tensors" init warning would only alarm."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+        yield
 
 
 class Attention(nn.Module):
@@ -100,8 +112,9 @@ class GPT(nn.Module):
         self.config = config
         self.tok_emb = nn.Embedding(config.vocab_size, config.d_model)
         self.pos_emb = nn.Embedding(config.block_size, config.d_model)
-        self.blocks = nn.ModuleList(Block(config.d_model, h, config.head_dim, f)
-                                    for h, f in zip(config.heads, config.ffn, strict=True))
+        with allow_empty_layers():
+            self.blocks = nn.ModuleList(Block(config.d_model, h, config.head_dim, f)
+                                        for h, f in zip(config.heads, config.ffn, strict=True))
         self.ln_f = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size)
 

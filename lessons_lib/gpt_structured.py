@@ -13,7 +13,7 @@ import copy
 import torch
 from torch import nn
 
-from .gpt import GPT, GPTConfig
+from .gpt import GPT, GPTConfig, allow_empty_layers
 from .tasks import answer_loss
 
 
@@ -35,7 +35,8 @@ def _sliced_linear(layer: nn.Linear, rows: torch.Tensor | None = None, cols: tor
     weight = layer.weight
     weight = weight if rows is None else weight[rows]
     weight = weight if cols is None else weight[:, cols]
-    new = nn.Linear(weight.shape[1], weight.shape[0])
+    with allow_empty_layers():
+        new = nn.Linear(weight.shape[1], weight.shape[0])
     new.weight.copy_(weight)
     new.bias.copy_(layer.bias if rows is None else layer.bias[rows])
     return new
