@@ -124,3 +124,59 @@ def test_ci_runs_the_readme_test_command():
     readme = (ROOT / "README.md").read_text()
     assert "make test" in ci and "make test" in readme and "make lab" in readme
     assert "--nbval-lax" not in (ROOT / "pyproject.toml").read_text() + ci
+
+
+def _url_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("set_repository_url", ROOT / "scripts" / "set_repository_url.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_repository_url_is_kept_in_one_place():
+    """pyproject.toml's address is the one every set-up cell installs from and the badges open."""
+    script = _url_script()
+    url = PYPROJECT["urls"]["Repository"]
+    assert script.repository_url() == url
+    stale = [p.name for p, text in script.places().items() if p.read_text() != text]
+    assert stale == [], "run python scripts/set_repository_url.py"
+    owner_name = url.removeprefix("https://github.com/")
+    readme = (ROOT / "README.md").read_text()
+    assert f"mybinder.org/v2/gh/{owner_name}/HEAD" in readme
+    assert f"colab.research.google.com/github/{owner_name}/blob/main/" in readme
+    for path in NOTEBOOKS:
+        setup = next(c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code")
+        assert f'"lessons_lib @ git+{url}"' in "".join(setup["source"]), path.name
+
+
+def test_changing_the_repository_url_reaches_every_place(tmp_path):
+    script = _url_script()
+    for name in ("README.md", "pyproject.toml"):
+        (tmp_path / name).write_text((ROOT / name).read_text())
+    (tmp_path / "notebooks").mkdir()
+    for path in NOTEBOOKS[:2]:
+        (tmp_path / "notebooks" / path.name).write_text(path.read_text())
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace(PYPROJECT["urls"]["Repository"], "https://github.com/a-school/fork"))
+    wanted = script.places(tmp_path)
+    assert "mybinder.org/v2/gh/a-school/fork/HEAD" in wanted[tmp_path / "README.md"]
+    assert "colab.research.google.com/github/a-school/fork/blob/main/" in wanted[tmp_path / "README.md"]
+    assert all('git+https://github.com/a-school/fork\\"' in text for p, text in wanted.items() if p.suffix == ".ipynb")
+    pyproject.write_text(pyproject.read_text().replace("https://github.com/a-school/fork", "https://gitlab.com/x/y"))
+    with pytest.raises(ValueError, match="url must look like https://github.com/OWNER/NAME"):
+        script.places(tmp_path)
+
+
+def test_the_checkpoint_ships_with_the_package():
+    """Colab installs the package from git without the rest of the repository: the GPT must be in it."""
+    from fnmatch import fnmatch
+
+    from lessons_lib.gpt import CHECKPOINT
+
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["lessons_lib"]
+    package_dir = ROOT / "lessons_lib"
+    for path in (CHECKPOINT, CHECKPOINT.with_suffix(".json")):
+        assert path.is_file() and path.parent.parent == package_dir
+        assert any(fnmatch(str(path.relative_to(package_dir)), p) for p in patterns), path.name

@@ -1,0 +1,70 @@
+"""The lessons dropped unchanged into an nbgrader course: release, submit, autograde, export.
+
+Runs nbgrader's own command line on a throwaway course with lessons 00 and 08 (about 20 s):
+an untouched release scores nothing, and a submission that solves lesson 00 and hands in an
+un-fine-tuned slim model for lesson 08 gets lesson 00's point plus lesson 08's partial credit
+(parameter budget and speed-up, no accuracy).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parents[1]
+LESSONS = ("00_start_here.ipynb", "08_assignment_prune_to_a_budget.ipynb")
+SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, "
+                           "{0: list(range(53)), 1: list(range(53))})")
+
+
+def _nbgrader(course: Path, *args: str) -> None:
+    bin_dir = str(Path(sys.executable).parent)                   # nbgrader calls alembic from PATH
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    result = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def _solve(release: Path, submitted: Path, name: str, old: str, new: str) -> None:
+    nb = nbformat.read(release / name, as_version=4)
+    cell = next(c for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("solution"))
+    assert old in cell.source
+    cell.source = cell.source.replace(old, new)
+    nbformat.write(nb, submitted / name)
+
+
+def test_release_autograde_and_partial_credit(tmp_path):
+    course = tmp_path / "course"
+    (course / "source" / "lesson").mkdir(parents=True)
+    for name in LESSONS:
+        shutil.copy(ROOT / "notebooks" / name, course / "source" / "lesson" / name)
+    (course / "nbgrader_config.py").write_text(
+        f"c = get_config()\nc.CourseDirectory.course_id = 'pruning'\nc.CourseDirectory.root = {str(course)!r}\n")
+    for student in ("untouched", "partial"):
+        _nbgrader(course, "db", "student", "add", student)
+    _nbgrader(course, "db", "assignment", "add", "lesson")
+    _nbgrader(course, "generate_assignment", "lesson", "--force")
+
+    release = course / "release" / "lesson"
+    released = nbformat.read(release / LESSONS[1], as_version=4)
+    assert "### BEGIN SOLUTION" not in nbformat.writes(released)      # the release holds no solution
+    for student in ("untouched", "partial"):
+        (course / "submitted" / student / "lesson").mkdir(parents=True)
+    for name in LESSONS:
+        shutil.copy(release / name, course / "submitted" / "untouched" / "lesson" / name)
+    partial = course / "submitted" / "partial" / "lesson"
+    _solve(release, partial, LESSONS[0], "raise NotImplementedError()", "return int((t == 0).sum())")
+    _solve(release, partial, LESSONS[1], "raise NotImplementedError()", SLIM_BUT_NOT_FINE_TUNED)
+
+    _nbgrader(course, "autograde", "lesson", "--force")
+    _nbgrader(course, "export", "--to", str(tmp_path / "grades.csv"))
+    with (tmp_path / "grades.csv").open() as f:
+        grades = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
+    assert grades["untouched"] == (0.0, 11.0)
+    assert grades["partial"] == (1.0 + 4.0 + 2.0, 11.0)       # count_zeros + budget + speed-up
