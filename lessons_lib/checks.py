@@ -331,6 +331,7 @@ def check_assignment(prune_to_budget_fn: Callable) -> Score:
     if not isinstance(submission, GPT):
         raise ExerciseFailure(f"prune_to_budget must return a GPT (lessons_lib.gpt.GPT), got "
                               f"{type(submission).__name__}; a slim model from slim_gpt or prune_to is one.")
+    submission = submission.cpu()        # trained on a GPU? it is measured where the dense model runs
     x, y = held_out_problems()
     try:
         with torch.no_grad():
