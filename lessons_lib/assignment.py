@@ -22,6 +22,7 @@ from torch import nn
 from .gpt import GPT, GPTConfig
 from .measure import latency_ms
 from .tasks import encode, exact_match
+from .validate import require_positive_int
 
 BUDGET = 0.40            # share of the dense model's non-embedding parameters a submission may keep
 ACCURACY_FLOOR = 0.90    # exact match on the held-out problems
@@ -58,6 +59,7 @@ def held_out_problems(n: int = 2_000) -> tuple[torch.Tensor, torch.Tensor]:
 def speedup(dense: nn.Module, model: nn.Module, x: torch.Tensor, rounds: int = 3) -> float:
     """Median over ``rounds`` of dense time / ``model`` time for one forward pass over ``x``,
     one thread, timed alternately so a busy moment hits both."""
+    require_positive_int(rounds, "rounds")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

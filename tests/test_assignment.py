@@ -117,7 +117,20 @@ def test_speedup_is_a_ratio_of_times(dense):
     x = held_out_problems(256)[0]
     assert assignment.speedup(dense, dense, x, rounds=1) == pytest.approx(1.0, rel=0.5)
     assert assignment.speedup(dense, slim, x, rounds=1) > 1.0
-    assert torch.get_num_threads() >= 1
+    with pytest.raises(ValueError, match="rounds"):
+        assignment.speedup(dense, slim, x, rounds=0)
+
+
+def test_speedup_times_on_one_thread_and_restores_the_setting(dense, monkeypatch):
+    seen = []
+    monkeypatch.setattr(assignment, "latency_ms", lambda fn: seen.append(torch.get_num_threads()) or 1.0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert assignment.speedup(dense, dense, held_out_problems(8)[0], rounds=2) == 1.0
+        assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_check_assignment_messages(fixed_speedup):
