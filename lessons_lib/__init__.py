@@ -10,11 +10,12 @@ One module per concern, each short enough to read in a sitting:
 - ``data``, ``models``, ``training`` -- the digits split, the MLP and its training loop
 - ``schedules``      -- one-shot, iterative and cubic pruning plans during fine-tuning
 - ``structured``     -- neuron scores and physically smaller MLP layers
-- ``gpt``, ``tasks`` -- the tiny GPT, its addition task and its checkpoint
+- ``gpt``, ``tasks`` -- the tiny GPT, its addition task and its checkpoint (in ``checkpoints/``)
 - ``gpt_structured`` -- head and FFN-neuron scores and removal for the GPT
 - ``plots``          -- mask heatmaps, histograms, accuracy/latency/schedule curves
 - ``widgets``        -- interactive explorers (ipywidgets)
 - ``checks``         -- exercise checkers with plain-language feedback
+- ``assignment``     -- lesson 08's rules, held-out problems and score table
 
 Importing the package has no side effects: nothing is seeded, trained or drawn.
 """
