@@ -39,6 +39,11 @@ def non_embedding_parameters(model: nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(EMBEDDINGS))
 
 
+def allowed_parameters(dense: nn.Module) -> int:
+    """The budget in parameters: :data:`BUDGET` of ``dense``'s non-embedding parameters, rounded down."""
+    return int(BUDGET * non_embedding_parameters(dense))
+
+
 def parameter_costs(config: GPTConfig) -> dict[str, int]:
     """Parameters one attention head and one FFN neuron cost: a head owns E rows (weights and
     biases) of q, k and v and E columns of out (4·D·E + 3·E); a neuron a row of fc1 with its
@@ -124,14 +129,15 @@ def score_submission(submission: GPT, dense: GPT, x: torch.Tensor, y: torch.Tens
         if not isinstance(model, GPT):
             raise TypeError(f"{name} must be a GPT, got {type(model).__name__}")
     costs = parameter_costs(dense.config)
-    kept, allowed = non_embedding_parameters(submission), int(BUDGET * non_embedding_parameters(dense))
+    kept, full = non_embedding_parameters(submission), non_embedding_parameters(dense)
+    allowed = allowed_parameters(dense)
     within = kept <= allowed
     masked = any(name.endswith("_mask") for name, _ in submission.named_buffers())
     accuracy = exact_match(submission, x, y)
     faster = speedup(dense, submission, x[:256])
     over = "met, but it counts only once the model is within the parameter budget"
     return Score((
-        Criterion("parameter budget", f"{kept:,} ({kept / non_embedding_parameters(dense):.1%} of dense)",
+        Criterion("parameter budget", f"{kept:,} ({kept / full:.1%} of dense)",
                   f"<= {allowed:,} ({BUDGET:.0%})", within, POINTS["parameter budget"],
                   "masks zero weights but store them all: remove heads and neurons (slim_gpt, prune_to)"
                   if masked else f"remove {kept - allowed:,} more (a head costs {costs['head']:,}, "

@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 import torch
 
-from .assignment import Score
+from .assignment import Score, held_out_problems, score_submission
+from .gpt import GPT, Attention, load_checkpoint
 from .sparsity import magnitude_mask
+from .tasks import addition_task
 
 
 class ExerciseFailure(AssertionError):
@@ -278,8 +280,6 @@ def check_slim_pair(slim_pair_fn: Callable) -> None:
 def check_remove_heads(remove_heads_fn: Callable) -> None:
     """Lesson 07's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
     the heads in ``keep``, computing what ``attn`` computes with the other heads masked out."""
-    from .gpt import Attention
-
     g = torch.Generator().manual_seed(11)
     for n_heads, keep in ((4, [0, 2]), (4, [3]), (3, [0, 1, 2]), (4, [1, 2, 3])):
         attn = Attention(d_model=16, n_heads=n_heads, head_dim=4)
@@ -322,10 +322,6 @@ def check_assignment(prune_to_budget_fn: Callable) -> Score:
     saw (see :mod:`lessons_lib.assignment`). Prints the score table and returns the
     :class:`~lessons_lib.assignment.Score`; a submission that cannot be scored raises
     :class:`ExerciseFailure` saying why."""
-    from .assignment import held_out_problems, score_submission
-    from .gpt import GPT, load_checkpoint
-    from .tasks import addition_task
-
     dense, task = load_checkpoint(), addition_task(3, seed=0)
     submission = _call(prune_to_budget_fn, "prune_to_budget", load_checkpoint(), task)
     if not isinstance(submission, GPT):
