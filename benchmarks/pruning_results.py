@@ -61,7 +61,7 @@ def stats(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     torch.set_num_threads(1)
     data = digits_split()
-    runs = [compare_schedules(data, seed, TARGETS) for seed in SEEDS]
+    runs = compare_schedules(data, SEEDS, TARGETS)
     scopes = [scope_comparison(data, seed) for seed in SEEDS]
     control = stats([r.control for r in runs])
     table = {(m, t): stats([r.accuracy[m, t] for r in runs]) for m in METHODS for t in TARGETS}

@@ -9,7 +9,7 @@ from torch.nn.utils import prune
 
 from lessons_lib.data import digits_split
 from lessons_lib.models import MLP, linear_layers
-from lessons_lib.training import accuracy, train
+from lessons_lib.training import accuracy, train, train_together
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,55 @@ def test_accuracy_values_and_errors():
     assert accuracy(model, x, torch.tensor([0, 1, 1, 1])) == 0.75
     with pytest.raises(ValueError, match="x and y must hold the same, non-zero number of examples, got 4 and 3"):
         accuracy(model, x, torch.tensor([0, 1, 1]))
+
+
+# --- train_together: many MLPs as one batched model ------------------------------------------
+
+
+def _max_difference(a: nn.Module, b: nn.Module) -> float:
+    return max(float((p - q).abs().max()) for p, q in zip(a.state_dict().values(), b.state_dict().values(),
+                                                           strict=True))
+
+
+def test_train_together_equals_separate_training(data):
+    """Each model ends where train() takes it alone: own Adam, own batch order, masks held."""
+    torch.manual_seed(0)
+    models = [MLP() for _ in range(3)]
+    alone = copy.deepcopy(models)
+    for group in (models, alone):
+        prune.l1_unstructured(group[1].layers[1], "weight", amount=0.7)     # one pruned model among them
+    history = train_together(models, data, 2, seeds=[0, 5, 9], progress=False)
+    expected = [train(m, data, 2, seed=s, progress=False) for m, s in zip(alone, [0, 5, 9], strict=True)]
+    assert all(_max_difference(a, b) < 1e-5 for a, b in zip(models, alone, strict=True))
+    for got, want in zip(history, expected, strict=True):                   # at most one image moved
+        assert got == pytest.approx(want, abs=1.5 / 270)
+    assert int((models[1].layers[1].weight == 0).sum()) == round(0.7 * 128 * 256)
+    assert not torch.equal(models[0].layers[0].weight, models[2].layers[0].weight)
+
+
+def test_train_together_prunes_on_schedule_and_keeps_adam_state(data):
+    """A mask added by on_epoch_start takes effect that epoch; results match train() with the same hook."""
+    torch.manual_seed(1)
+    model = MLP()
+    alone = copy.deepcopy(model)
+
+    def prune_at_1(target):
+        return lambda epoch: prune.l1_unstructured(target.layers[0], "weight", amount=0.5) if epoch == 1 else None
+
+    train_together([model], data, 3, seeds=[4], on_epoch_start=prune_at_1(model), progress=False)
+    train(alone, data, 3, seed=4, on_epoch_start=prune_at_1(alone), progress=False)
+    assert _max_difference(model, alone) < 1e-5
+    assert int((model.layers[0].weight == 0).sum()) == 256 * 64 // 2
+
+
+@pytest.mark.parametrize("models, seeds, message", [
+    ([], [], "models must be a non-empty sequence of lessons_lib MLPs"),
+    ([nn.Linear(64, 10)], [0], "models must be a non-empty sequence of lessons_lib MLPs, got \\['Linear'\\]"),
+    ([MLP(), MLP((64, 32, 10))], [0, 1], "models must all have the same sizes"),
+    ([MLP(), MLP()], [0], r"seeds must hold one seed per model \(2\), got 1"),
+])
+def test_train_together_bad_input_changes_nothing(data, models, seeds, message):
+    before = [copy.deepcopy(m.state_dict()) for m in models]
+    with pytest.raises((TypeError, ValueError), match=message):
+        train_together(models, data, 1, seeds=seeds, progress=False)
+    assert all(torch.equal(v, before[i][k]) for i, m in enumerate(models) for k, v in m.state_dict().items())

@@ -1,10 +1,14 @@
 """Pruning schedules and the schedule experiment."""
 
+import copy
+
 import pytest
 import torch
 
 from lessons_lib.data import digits_split
 from lessons_lib.models import MLP
+from lessons_lib.pruning import get_masks
+from lessons_lib.repro import seed_everything
 from lessons_lib.schedules import (
     compare_schedules,
     cubic_plan,
@@ -15,6 +19,7 @@ from lessons_lib.schedules import (
     train_with_plan,
 )
 from lessons_lib.sparsity import model_sparsity
+from lessons_lib.training import accuracy, train
 
 
 def test_cubic_formula_at_ends_and_inside():
@@ -78,14 +83,39 @@ def test_train_with_plan_bad_plans_change_nothing(data, plan, message):
 
 
 def test_compare_schedules_small(data):
-    result = compare_schedules(data, seed=0, targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
-    assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "iterative", "cubic")}
-    assert all(0 <= a <= 1 for a in result.accuracy.values()) and result.control >= 0.8
-    for masks in result.masks.values():
-        kept = sum(int(m.sum()) for m in masks.values())
-        assert kept == pytest.approx(0.5 * 50_432, abs=2)
-    again = compare_schedules(data, seed=0, targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
-    assert again.accuracy == result.accuracy                                    # deterministic
+    results = compare_schedules(data, seeds=[0, 1], targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    assert [r.seed for r in results] == [0, 1]
+    for result in results:
+        assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "iterative", "cubic")}
+        assert all(0 <= a <= 1 for a in result.accuracy.values()) and result.control >= 0.8
+        for masks in result.masks.values():
+            kept = sum(int(m.sum()) for m in masks.values())
+            assert kept == pytest.approx(0.5 * 50_432, abs=2)
+    assert results[0].accuracy != results[1].accuracy                          # seeds differ
+    again = compare_schedules(data, seeds=[0, 1], targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    assert [r.accuracy for r in again] == [r.accuracy for r in results]        # deterministic
+
+
+def test_compare_schedules_runs_equal_separate_training(data):
+    """Training together gives each run what train_with_plan gives it alone (up to rounding)."""
+    (result,) = compare_schedules(data, seeds=[3], targets=[0.9], epochs=6, steps=2, pretrain_epochs=2)
+    seed_everything(3, threads=1)
+    dense = MLP()
+    train(dense, data, 2, seed=3, progress=False)
+    alone = copy.deepcopy(dense)
+    train_with_plan(alone, data, cubic_plan(0.9, 6, 4), 6, seed=1003, progress=False)
+    masks = get_masks(alone)
+    assert all(torch.equal(masks[name], result.masks["cubic", 0.9][name]) for name in masks)
+    assert accuracy(alone, data.x_test, data.y_test) == pytest.approx(result.accuracy["cubic", 0.9], abs=2 / 360)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"seeds": [], "targets": [0.5]}, "seeds and targets must not be empty"),
+    ({"seeds": [0], "targets": [1.5]}, r"targets\[0\] must be a fraction in \[0, 1\], got 1.5"),
+])
+def test_compare_schedules_bad_input(data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        compare_schedules(data, epochs=1, pretrain_epochs=1, **kwargs)
 
 
 def test_train_with_plan_scopes(data):
