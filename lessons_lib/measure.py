@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import copy
 import io
+import logging
+import statistics
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-import torch.utils.benchmark as benchmark
 from torch import nn
 
 from .models import linear_layers
@@ -159,6 +160,21 @@ def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int64) -> i
     return nnz * weight.element_size() + nnz * index_size + (weight.shape[0] + 1) * index_size
 
 
+def _benchmark_module():
+    """``torch.utils.benchmark``, imported quietly. On a CUDA build of PyTorch with no GPU (Colab's
+    CPU runtime, a pip install on Linux) importing it makes ``torch.utils.cpp_extension`` log "No
+    CUDA runtime is found", which is about compiling C++ extensions, not timing: that one logger
+    is raised to ERROR for the import and then restored, so every other warning still shows."""
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        import torch.utils.benchmark as benchmark
+    finally:
+        logger.setLevel(level)
+    return benchmark
+
+
 def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
     """Median milliseconds of one call of ``fn()`` with ``torch.utils.benchmark`` (which runs it
     repeatedly for at least ``min_run_time`` seconds, after a warm-up), on the current threads."""
@@ -166,8 +182,29 @@ def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if not min_run_time > 0:
         raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time!r}")
-    timer = benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    timer = _benchmark_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1000
+
+
+def interleaved_latency_ms(fns: Mapping[str, Callable[[], object]], rounds: int = 5,
+                           min_run_time: float = 0.02) -> dict[str, float]:
+    """Median milliseconds per call of each function, timed in turns: A B C, A B C, ...
+
+    Every round times each function once with :func:`latency_ms`; the result is the median over
+    ``rounds``, after one round that is thrown away (caches, memory pages and the CPU's clock
+    settle during it). A burst of other work on the machine (a browser, another notebook) then slows all
+    of them alike instead of whichever happened to be timed at that moment, so the *ratios*
+    between them hold on a busy machine even when the absolute times do not.
+    """
+    if not fns or not all(callable(fn) for fn in fns.values()):
+        raise TypeError(f"fns must map names to callables, got {dict(fns)!r}")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds + 1):
+        for name, fn in fns.items():
+            times[name].append(latency_ms(fn, min_run_time))
+    return {name: statistics.median(values[1:]) for name, values in times.items()}
 
 
 def storage_bytes(model: nn.Module, amount: float) -> dict[str, int]:

@@ -6,7 +6,14 @@ from torch import nn
 from torch.nn.utils import prune
 
 import lessons_lib.sparsity as sp
-from lessons_lib.measure import count_nonzero, count_parameters, csr_bytes, latency_ms, state_dict_bytes
+from lessons_lib.measure import (
+    count_nonzero,
+    count_parameters,
+    csr_bytes,
+    interleaved_latency_ms,
+    latency_ms,
+    state_dict_bytes,
+)
 
 
 def test_counts_with_and_without_masks():
@@ -63,6 +70,28 @@ def test_n_m_mask_pattern():
 def test_n_m_mask_errors(shape, n, m, message):
     with pytest.raises(ValueError, match=message):
         sp.n_m_mask(torch.randn(shape), n, m)
+
+
+def test_interleaved_latency_takes_turns_and_the_median(monkeypatch):
+    import lessons_lib.measure as measure
+
+    # a warm-up round (thrown away), then A B, A B, A B with one slow burst for A
+    calls, fake = [], iter([50.0, 9.0, 5.0, 1.0, 100.0, 1.0, 6.0, 1.0])
+    monkeypatch.setattr(measure, "latency_ms", lambda fn, min_run_time: calls.append(fn()) or next(fake))
+    result = measure.interleaved_latency_ms({"A": lambda: "A", "B": lambda: "B"}, rounds=3)
+    assert calls == ["A", "B"] * 4
+    assert result == {"A": 6.0, "B": 1.0}                            # the burst does not move the median
+
+
+def test_interleaved_latency_really_times_and_checks_input():
+    times = interleaved_latency_ms({"small": lambda: torch.ones(10).sum()}, rounds=2, min_run_time=0.01)
+    assert set(times) == {"small"} and times["small"] > 0
+    with pytest.raises(TypeError, match="fns must map names to callables"):
+        interleaved_latency_ms({"x": 3})
+    with pytest.raises(TypeError, match="fns must map names to callables"):
+        interleaved_latency_ms({})
+    with pytest.raises(ValueError, match="rounds must be an int >= 1, got 0"):
+        interleaved_latency_ms({"x": lambda: None}, rounds=0)
 
 
 def test_latency_explorer_reads_measured_curves():
