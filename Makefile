@@ -1,6 +1,11 @@
 # Two commands a learner needs (see README.md):
 #   make lab    set up .venv if needed, then open JupyterLab on notebooks/
-#   make test   set up .venv if needed, then run ruff and the whole test suite (unit tests + nbval)
+#   make test   set up .venv if needed, then run ruff, the whole test suite (unit tests + nbval),
+#               and nbval once more with ATEN_CPU_CAPABILITY=default (other float kernels: the
+#               cheapest stand-in for another CPU)
+# For contributors:
+#   make test-torch TORCH_VERSION=2.15.0   the suite under another PyTorch, in build/torch-VERSION
+#   make test-load                         nbval with a busy loop on every core beside it
 # Set-up runs again only when pyproject.toml changes (the stamp file below).
 
 PYTHON ?= python3
@@ -15,7 +20,7 @@ LAB_ARGS ?=
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test lint student benchmark clean
+.PHONY: lab test lint student benchmark clean test-torch test-load
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"Python 3.10+ is needed, found {sys.version.split()[0]}; set PYTHON=python3.11 (or similar)"'
@@ -32,6 +37,14 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest
+	ATEN_CPU_CAPABILITY=default $(BIN)/python -m pytest notebooks
+
+TORCH_VERSION ?= 2.15.0
+test-torch:
+	PYTHON=$(PYTHON) bash scripts/test_torch_version.sh $(TORCH_VERSION)
+
+test-load: $(STAMP)
+	PYTHON=$(BIN)/python bash scripts/test_under_load.sh
 
 student: $(STAMP)
 	$(BIN)/python scripts/build_student.py notebooks build/student

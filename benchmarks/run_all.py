@@ -107,10 +107,20 @@ def widget_latency() -> list[dict]:
     return [{"widget": name, "median_ms": median, "max_ms": worst} for name, median, worst in rows]
 
 
-# The budget (issue 6): every notebook within a minute and 1 GB, the series within 6 minutes,
-# explorers within 100 ms (MLP lessons) or 300 ms (transformer lessons) per update, median.
-NOTEBOOK_S, NOTEBOOK_MB, SERIES_S = 60, 1024, 360
-MLP_WIDGET_MS, TRANSFORMER_WIDGET_MS = 100, 300    # widget names start with their lesson: 06, 07 = transformer
+# The budget: every notebook within 40 s and 1 GB, the series within 6 minutes, explorers within
+# 60 ms (MLP lessons) or 300 ms (transformer lessons) per update, median -- on a CPU whose PyTorch
+# uses AVX-512 kernels. A CPU limited to AVX2 runs the same lessons about 1.6x slower; there the
+# targets are 60 s and 100 ms, so the faster targets leave that margin for slower machines.
+FAST_TARGETS = {"notebook_s": 40, "mlp_widget_ms": 60}
+SLOW_TARGETS = {"notebook_s": 60, "mlp_widget_ms": 100}
+NOTEBOOK_MB, SERIES_S, TRANSFORMER_WIDGET_MS = 1024, 360, 300
+
+
+def targets() -> dict[str, int]:
+    """The targets for this machine's CPU capability (see FAST_TARGETS)."""
+    import torch
+
+    return FAST_TARGETS if "AVX512" in torch.backends.cpu.get_cpu_capability() else SLOW_TARGETS
 
 
 def _yes(ok: bool) -> str:
@@ -126,20 +136,22 @@ def _machine() -> str:
         names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
                  if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    return (f"{platform.system()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
-            f"torch {torch.__version__}")
+    capability = torch.backends.cpu.get_cpu_capability()
+    return (f"{platform.system()}, {os.cpu_count()} cores ({cpu}, PyTorch CPU capability {capability}), "
+            f"Python {platform.python_version()}, torch {torch.__version__}")
 
 
 def table(notebooks: list[dict], widgets: list[dict]) -> str:
-    lines = [f"| notebook | run time (s) | kernel peak memory (MB) | within {NOTEBOOK_S} s and {NOTEBOOK_MB:,} MB |",
+    notebook_s, mlp_widget_ms = targets()["notebook_s"], targets()["mlp_widget_ms"]
+    lines = [f"| notebook | run time (s) | kernel peak memory (MB) | within {notebook_s} s and {NOTEBOOK_MB:,} MB |",
              "|---|---|---|---|"]
     lines += [f"| {r['notebook']} | {r['wall_s']} | {r['peak_mb']} | "
-              f"{_yes(r['wall_s'] <= NOTEBOOK_S and r['peak_mb'] <= NOTEBOOK_MB)} |" for r in notebooks]
+              f"{_yes(r['wall_s'] <= notebook_s and r['peak_mb'] <= NOTEBOOK_MB)} |" for r in notebooks]
     total = round(sum(r["wall_s"] for r in notebooks), 1)
     lines.append(f"| **all** | **{total}** | | within {SERIES_S} s: {_yes(total <= SERIES_S)} |")
     lines += ["", "| widget | median update (ms) | slowest (ms) | target (ms) | met |", "|---|---|---|---|---|"]
     for w in widgets:
-        target = TRANSFORMER_WIDGET_MS if w["widget"][:2] in ("06", "07") else MLP_WIDGET_MS
+        target = TRANSFORMER_WIDGET_MS if w["widget"][:2] in ("06", "07") else mlp_widget_ms
         met = _yes(w["median_ms"] <= target)
         lines.append(f"| {w['widget']} | {w['median_ms']} | {w['max_ms']} | {target} | {met} |")
     lines += ["", f"_Measured {date.today().isoformat()} on {_machine()}, headless (nbclient), "
