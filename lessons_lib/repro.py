@@ -16,7 +16,8 @@ def seed_everything(seed: int = 0, threads: int = 1) -> None:
     One thread is the default on purpose: these lessons use small models, where a second
     thread gains little, and on a busy 2-core machine (Binder, Colab, a classroom laptop)
     two threads fighting another process can be 10x slower than one. A fixed count also keeps
-    floating-point sums in the same order, so printed numbers repeat.
+    floating-point sums in the same order, so printed numbers repeat on the same CPU and PyTorch
+    version; another CPU or version may add in another order and move the last bits.
 
     Args:
         seed: any int >= 0.
