@@ -118,3 +118,41 @@ def test_neuron_explorer_readout_and_untouched_model():
     sliders[0].value = 3
     assert " · 58 parameters (60% of dense) · " in readout.value           # 8*3+3 + 3*4+4 + 4*3+3
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_benchmark_import_drops_only_the_no_cuda_message(monkeypatch, capsys):
+    """A CUDA build without a GPU prints 'No CUDA runtime is found' when torch.utils.benchmark is
+    imported (older releases print it, newer ones log it): only that message is dropped."""
+    import importlib.abc
+    import importlib.util
+    import logging
+    import sys
+    import types
+
+    import lessons_lib.measure as measure
+
+    class NoisyBenchmark(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            return importlib.util.spec_from_loader(name, self) if name == "torch.utils.benchmark" else None
+
+        def create_module(self, spec):
+            return types.ModuleType(spec.name)
+
+        def exec_module(self, module):
+            print("No CUDA runtime is found, using CUDA_HOME='/usr/local'", file=sys.stderr)
+            logging.getLogger("torch.utils.cpp_extension").warning("No CUDA runtime is found (logged)")
+            print("a real warning", file=sys.stderr)
+            module.Timer = "fake"
+
+    real = measure._benchmark_module()            # imported for real first, so both are restored after
+    monkeypatch.delitem(sys.modules, "torch.utils.benchmark")
+    monkeypatch.setattr(torch.utils, "benchmark", real)
+    monkeypatch.setattr(sys, "meta_path", [NoisyBenchmark(), *sys.meta_path])
+    assert measure._benchmark_module().Timer == "fake"
+    err = capsys.readouterr().err
+    assert "a real warning" in err and "No CUDA runtime" not in err
+    assert logging.getLogger("torch.utils.cpp_extension").level == logging.NOTSET   # restored
+
+
+def test_latency_still_times_after_the_fake_import():
+    assert latency_ms(lambda: torch.ones(10).sum(), min_run_time=0.01) > 0
