@@ -128,3 +128,27 @@ def test_schedule_explorer_draws_plans():
     assert end.value == 25
     with pytest.raises(ValueError, match="need epochs >= 2 and steps <= epochs"):
         schedule_explorer(epochs=3, steps=4)
+
+
+def test_partial_redraw_draws_only_what_changes():
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from lessons_lib.widgets import PartialRedraw
+
+    fig, ax = plt.subplots(figsize=(4, 2))
+    plt.close(fig)
+    ax.set_title("static title")
+    (line,) = ax.plot([0, 1], [0, 0])
+    ax.set_ylim(-1, 1)
+    frames = PartialRedraw(fig, [line], dpi=50)
+    flat = frames.png()
+    line.set_ydata([0.5, 0.5])
+    moved = frames.png()
+    assert moved != flat and frames.png() == moved                  # the line moved; same state, same bytes
+    line.set_ydata([0, 0])
+    assert frames.png() == flat                                     # and back: no trail of the old line
+    assert plt.imread(io.BytesIO(flat)).shape[:2] == (100, 200)     # 4 x 2 inches at 50 dpi
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure, got Axes"):
+        PartialRedraw(ax, [line])
