@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import logging
+import math
 import statistics
 import sys
 import zlib
@@ -19,7 +20,7 @@ from .models import linear_layers
 from .pruning import prune_per_layer
 from .sparsity import unpruned_weight
 from .training import accuracy
-from .validate import require_tensor
+from .validate import require_positive_int, require_tensor
 
 MaskFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -169,13 +170,15 @@ def _benchmark_module():
     recent releases, a print to stderr in older ones (and nbgrader fails a grade cell that writes
     to stderr). Only that one message is dropped; anything else the import writes is passed on."""
     logger = logging.getLogger("torch.utils.cpp_extension")
-    level, captured = logger.level, io.StringIO()
-    logger.setLevel(logging.ERROR)
+    no_cuda = logging.Filter()
+    no_cuda.filter = lambda record: "No CUDA runtime is found" not in record.getMessage()
+    captured = io.StringIO()
+    logger.addFilter(no_cuda)
     try:
         with contextlib.redirect_stderr(captured):
             import torch.utils.benchmark as benchmark
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(no_cuda)
         for line in captured.getvalue().splitlines(keepends=True):
             if "No CUDA runtime is found" not in line:
                 sys.stderr.write(line)
@@ -187,8 +190,8 @@ def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
     repeatedly for at least ``min_run_time`` seconds, after a warm-up), on the current threads."""
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    if not min_run_time > 0:
-        raise ValueError(f"min_run_time must be > 0 seconds, got {min_run_time!r}")
+    if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) or not 0 < min_run_time < math.inf:
+        raise ValueError(f"min_run_time must be a finite number of seconds > 0, got {min_run_time!r}")
     timer = _benchmark_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1000
 
@@ -199,14 +202,14 @@ def interleaved_latency_ms(fns: Mapping[str, Callable[[], object]], rounds: int 
 
     Every round times each function once with :func:`latency_ms`; the result is the median over
     ``rounds``, after one round that is thrown away (caches, memory pages and the CPU's clock
-    settle during it). A burst of other work on the machine (a browser, another notebook) then slows all
-    of them alike instead of whichever happened to be timed at that moment, so the *ratios*
-    between them hold on a busy machine even when the absolute times do not.
+    settle during it). Sustained load (another notebook, a browser) then slows every function
+    alike instead of whichever was being timed when it started, so the *ratios* hold on a busy
+    machine even when the absolute times do not; a short burst spoils one round of one function,
+    and the median drops it.
     """
-    if not fns or not all(callable(fn) for fn in fns.values()):
-        raise TypeError(f"fns must map names to callables, got {dict(fns)!r}")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+    if not isinstance(fns, Mapping) or not fns or not all(callable(fn) for fn in fns.values()):
+        raise TypeError(f"fns must map names to callables, got {fns!r}")
+    rounds = require_positive_int(rounds, "rounds")
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds + 1):
         for name, fn in fns.items():

@@ -123,10 +123,17 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
     ``on_epoch_start(epoch)`` runs before each epoch with every model holding its current
     weights, e.g. to prune them on a schedule; masks and values are read back after it.
     """
-    models = list(models)
-    if not models or not all(isinstance(m, MLP) for m in models):
-        kinds = [type(m).__name__ for m in models]
-        raise TypeError(f"models must be a non-empty sequence of lessons_lib MLPs, got {kinds}")
+    models = list(models) if isinstance(models, (list, tuple)) else models
+    if not isinstance(models, list) or not models or not all(type(m) is MLP for m in models):
+        kinds = [type(m).__name__ for m in models] if isinstance(models, list) else type(models).__name__
+        raise TypeError(f"models must be a non-empty list of lessons_lib MLPs (not subclasses), got {kinds}")
+    params = [p for m in models for p in m.parameters()]
+    if len({id(p) for p in params}) != len(params):
+        raise ValueError("models must be distinct: the same model (or a shared layer) appears twice")
+    if not all(p.requires_grad for p in params):
+        raise ValueError("models must have every parameter trainable (requires_grad=True); train frozen ones alone")
+    if any(hasattr(layer, "bias_orig") for m in models for layer in linear_layers(m).values()):
+        raise ValueError("models must not carry a pruned bias: train_together holds weight masks only")
     if len({m.sizes for m in models}) != 1:
         raise ValueError(f"models must all have the same sizes, got {sorted({m.sizes for m in models})}")
     if len(seeds) != len(models):

@@ -67,12 +67,17 @@ class PartialRedraw:
     The figure is drawn once at ``dpi`` without those artists (matplotlib leaves artists marked
     *animated* out of a full draw) and its pixels are kept. Each :meth:`png` pastes them back,
     draws the changing artists on top, and encodes the image with light compression: a few
-    milliseconds instead of a full draw. Artists outside ``changing`` must not change afterwards.
+    milliseconds instead of a full draw. Artists outside ``changing`` must not change afterwards,
+    and the changing ones are drawn on top of everything (e.g. over an axes frame or a legend).
+    Meant for a figure the explorer owns: it sets the figure's dpi and an Agg canvas, and leaves
+    the changing artists marked animated.
     """
 
     def __init__(self, fig: Figure, changing: list[Artist], dpi: int = 80) -> None:
         if not isinstance(fig, Figure):
             raise TypeError(f"fig must be a matplotlib Figure, got {type(fig).__name__}")
+        if not isinstance(changing, (list, tuple)) or not all(isinstance(a, Artist) for a in changing):
+            raise TypeError(f"changing must be a list of matplotlib artists, got {changing!r}")
         self.fig, self.changing = fig, list(changing)
         fig.set_dpi(require_positive_int(dpi, "dpi"))
         FigureCanvasAgg(fig)                               # draw with Agg, whatever the notebook's backend

@@ -151,9 +151,25 @@ def test_train_together_prunes_on_schedule_and_keeps_adam_state(data):
     assert int((model.layers[0].weight == 0).sum()) == 256 * 64 // 2
 
 
+class _DoubledMLP(MLP):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+_shared = MLP()
+_pruned_bias = MLP()
+prune.l1_unstructured(_pruned_bias.layers[0], "bias", amount=0.5)
+_frozen = MLP()
+_frozen.layers[0].requires_grad_(False)
+
+
 @pytest.mark.parametrize("models, seeds, message", [
-    ([], [], "models must be a non-empty sequence of lessons_lib MLPs"),
-    ([nn.Linear(64, 10)], [0], "models must be a non-empty sequence of lessons_lib MLPs, got \\['Linear'\\]"),
+    ([], [], "models must be a non-empty list of lessons_lib MLPs"),
+    ([nn.Linear(64, 10)], [0], "models must be a non-empty list of lessons_lib MLPs .*, got \\['Linear'\\]"),
+    ([_DoubledMLP()], [0], r"not subclasses\), got \['_DoubledMLP'\]"),
+    ([_shared, _shared], [0, 1], "models must be distinct: the same model"),
+    ([_pruned_bias], [0], "models must not carry a pruned bias"),
+    ([_frozen], [0], r"models must have every parameter trainable \(requires_grad=True\)"),
     ([MLP(), MLP((64, 32, 10))], [0, 1], "models must all have the same sizes"),
     ([MLP(), MLP()], [0], r"seeds must hold one seed per model \(2\), got 1"),
 ])

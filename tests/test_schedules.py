@@ -112,10 +112,16 @@ def test_compare_schedules_runs_equal_separate_training(data):
 @pytest.mark.parametrize("kwargs, message", [
     ({"seeds": [], "targets": [0.5]}, "seeds and targets must not be empty"),
     ({"seeds": [0], "targets": [1.5]}, r"targets\[0\] must be a fraction in \[0, 1\], got 1.5"),
+    ({"seeds": [0], "targets": [0.5], "steps": 4, "epochs": 3}, r"steps must be <= epochs \(3\), got 4"),
+    ({"seeds": [0], "targets": [0.5], "steps": 1, "epochs": 2}, r"at most epochs / 3 .*steps=1, epochs=2"),
+    ({"seeds": [0], "targets": [0.5], "pretrain_epochs": 0}, "pretrain_epochs must be a positive int, got 0"),
 ])
-def test_compare_schedules_bad_input(data, kwargs, message):
+def test_compare_schedules_bad_input(data, kwargs, message, monkeypatch):
+    import lessons_lib.schedules as schedules
+
+    monkeypatch.setattr(schedules, "train_together", lambda *a, **k: pytest.fail("trained before checking"))
     with pytest.raises(ValueError, match=message):
-        compare_schedules(data, epochs=1, pretrain_epochs=1, **kwargs)
+        compare_schedules(data, **{"epochs": 3, "steps": 1, "pretrain_epochs": 1, **kwargs})
 
 
 def test_train_with_plan_scopes(data):

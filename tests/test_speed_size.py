@@ -50,7 +50,7 @@ def test_latency_ms_is_positive_and_checks_input():
     assert latency_ms(lambda: torch.ones(10).sum(), min_run_time=0.01) > 0
     with pytest.raises(TypeError, match="fn must be callable, got int"):
         latency_ms(3)
-    with pytest.raises(ValueError, match="min_run_time must be > 0 seconds, got 0"):
+    with pytest.raises(ValueError, match="min_run_time must be a finite number of seconds > 0, got 0"):
         latency_ms(lambda: None, min_run_time=0)
 
 
@@ -90,8 +90,12 @@ def test_interleaved_latency_really_times_and_checks_input():
         interleaved_latency_ms({"x": 3})
     with pytest.raises(TypeError, match="fns must map names to callables"):
         interleaved_latency_ms({})
-    with pytest.raises(ValueError, match="rounds must be an int >= 1, got 0"):
+    with pytest.raises(TypeError, match="fns must map names to callables, got \\[<function"):
+        interleaved_latency_ms([lambda: None])
+    with pytest.raises(ValueError, match="rounds must be a positive int, got 0"):
         interleaved_latency_ms({"x": lambda: None}, rounds=0)
+    with pytest.raises(ValueError, match="min_run_time must be a finite number of seconds > 0, got inf"):
+        interleaved_latency_ms({"x": lambda: None}, min_run_time=float("inf"))
 
 
 def test_latency_explorer_reads_measured_curves():
