@@ -54,6 +54,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/pruning_results.py
 	$(BIN)/python benchmarks/speed_size.py
 	$(BIN)/python benchmarks/transformer_results.py
+	$(BIN)/python benchmarks/train_together.py
 
 clean:
 	rm -rf $(VENV) build
