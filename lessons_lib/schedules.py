@@ -142,8 +142,8 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
     if not seeds or not targets:
         raise ValueError(f"seeds and targets must not be empty, got {seeds} and {targets}")
     require_positive_int(pretrain_epochs, "pretrain_epochs")
-    iterative_plan(0.5, epochs, steps)              # checks epochs and steps before any training
-    if round(2 * epochs / 3) < 2 * steps:
+    epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
+    if 2 * steps > round(2 * epochs / 3):           # checked before any training starts
         raise ValueError(f"steps must be at most epochs / 3 (the cubic plan prunes 2 * steps times in the first "
                          f"two thirds of epochs), got steps={steps}, epochs={epochs}")
     dense, init_states = [], []

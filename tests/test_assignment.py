@@ -78,11 +78,15 @@ def test_held_out_problems_are_disjoint_from_every_lesson_split_and_correct():
 def test_score_table_and_points():
     score = Score((Criterion("parameter budget", "1", "<= 2", True, 4),
                    Criterion("accuracy floor", "50.0%", ">= 90%", False, 4, "fine-tune longer"),
-                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2)))
+                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2, timed=True)))
     assert (score.points, score.max_points) == (6, 10)
     table = score.table()
     assert "0 / 4" in table and "6 / 10" in table and "✗ accuracy floor: fine-tune longer" in table
     assert score.summary().splitlines()[1].startswith("✗ accuracy floor")
+    assert score.summary().splitlines()[-1].split() == ["total", "6", "/", "10"]
+    untimed = score.summary(timed=False).splitlines()
+    assert [line.split()[1] for line in untimed[:-1]] == ["parameter", "accuracy"]      # speed-up left out
+    assert untimed[-1].split() == ["without", "timing", "4", "/", "8"]
 
 
 def test_the_dense_model_earns_nothing(dense, fixed_speedup):
@@ -109,6 +113,7 @@ def test_a_slim_model_within_budget_scores_per_criterion(dense, fixed_speedup):
     fixed_speedup(1.9)
     score = score_submission(slim, dense, *held_out_problems(500))   # not fine-tuned: below the floor
     assert [c.passed for c in score.criteria] == [True, False, True]
+    assert [c.timed for c in score.criteria] == [False, False, True]             # only the speed-up
     assert score.points == POINTS["parameter budget"] + POINTS["speed-up"]
     fixed_speedup(1.1)
     assert score_submission(slim, dense, *held_out_problems(500)).points == POINTS["parameter budget"]

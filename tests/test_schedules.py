@@ -112,7 +112,8 @@ def test_compare_schedules_runs_equal_separate_training(data):
 @pytest.mark.parametrize("kwargs, message", [
     ({"seeds": [], "targets": [0.5]}, "seeds and targets must not be empty"),
     ({"seeds": [0], "targets": [1.5]}, r"targets\[0\] must be a fraction in \[0, 1\], got 1.5"),
-    ({"seeds": [0], "targets": [0.5], "steps": 4, "epochs": 3}, r"steps must be <= epochs \(3\), got 4"),
+    ({"seeds": [0], "targets": [0.5], "steps": 4, "epochs": 3}, r"at most epochs / 3 .*steps=4, epochs=3"),
+    ({"seeds": [0], "targets": [0.5], "epochs": 0}, "epochs must be a positive int, got 0"),
     ({"seeds": [0], "targets": [0.5], "steps": 1, "epochs": 2}, r"at most epochs / 3 .*steps=1, epochs=2"),
     ({"seeds": [0], "targets": [0.5], "pretrain_epochs": 0}, "pretrain_epochs must be a positive int, got 0"),
 ])
