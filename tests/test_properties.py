@@ -1,0 +1,382 @@
+"""Every public function that takes a model, attacked with random bad arguments (hypothesis).
+
+For each function and each of its arguments, hypothesis draws values that argument must refuse
+(wrong types, out-of-range numbers, NaN, tensors of the wrong shape, dtype or range, lists where
+mappings belong, strings where callables belong...) and puts one in place of a good value. The
+call must raise ``TypeError`` or ``ValueError`` whose message names the argument, and leave
+every model it was given exactly as it was: the same state_dict values, the same hooks, the same
+parameter objects, the same attributes and training mode.
+
+The good values come from ``CASES``; a last test checks they are good (the call succeeds), so a
+bad value is the only reason a call in the attack fails.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lessons_lib import gpt, gpt_structured, measure, pruning, schedules, sparsity, structured, tasks, training, widgets
+from lessons_lib.data import Split
+from lessons_lib.gpt import GPT, GPTConfig
+from lessons_lib.models import MLP
+
+HOOKS = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def fingerprint(models: list[nn.Module]) -> list[tuple]:
+    """Everything a call might change on ``models``: values, hooks, identities, attributes."""
+    state = []
+    for model in models:
+        for name, module in model.named_modules():
+            tensors = {**dict(module.named_parameters(recurse=False)), **dict(module.named_buffers(recurse=False))}
+            state.append((name, type(module), module.training,
+                          sorted((k, id(v), v.dtype, v.shape, v.requires_grad, v.detach().clone())
+                                 for k, v in tensors.items()),
+                          [sorted(getattr(module, h)) for h in HOOKS],
+                          sorted(k for k in vars(module) if not k.startswith("_"))))
+    return state
+
+
+def same(a: list[tuple], b: list[tuple]) -> bool:
+    def equal(x: object, y: object) -> bool:
+        if isinstance(x, torch.Tensor):
+            return isinstance(y, torch.Tensor) and x.shape == y.shape and torch.equal(x, y)
+        if isinstance(x, list | tuple):
+            return isinstance(y, list | tuple) and len(x) == len(y) and all(map(equal, x, y))
+        return x == y
+    return equal(a, b)
+
+
+# --- good values --------------------------------------------------------------------------------
+
+def mlp() -> MLP:
+    torch.manual_seed(0)
+    return MLP((8, 12, 10, 4))
+
+
+def small_gpt() -> GPT:
+    torch.manual_seed(0)
+    return GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6])).eval()
+
+
+def mlp_xy(n: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 8, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+
+def gpt_xy(n: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
+    return tasks.encode(torch.arange(n) * 7 % 1000, torch.arange(n) * 13 % 1000, 3)
+
+
+def split() -> Split:
+    x, y = mlp_xy(32)
+    return Split(x[:16], y[:16], x[16:24], y[16:24], x[24:], y[24:])
+
+
+def task() -> tasks.Addition:
+    return tasks.addition_task(3, n_train=64, n_val=16, n_test=16)
+
+
+# --- bad values ---------------------------------------------------------------------------------
+
+JUNK = [None, "text", b"bytes", object(), {1, 2}, math.nan]
+NOT_MAPPING = st.sampled_from([None, "layers", [("layers.0", 0.5)], 3, object()])
+NOT_CALLABLE = st.sampled_from([None, "prune_global", 3, [print], object()])
+NOT_MODULE = st.sampled_from([None, "model", 3, torch.zeros(3), [nn.Linear(2, 2)], nn.Linear])
+BAD_FRACTION = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda v: not 0.0 <= v <= 1.0),
+    st.integers(min_value=1, max_value=10**6), st.integers(max_value=-1),
+    st.sampled_from([True, False, None, "0.5", [0.5], (0.5,), torch.tensor([0.1, 0.2]), 1 + 0j]))
+BAD_COUNT = st.one_of(st.integers(max_value=0), st.floats(allow_nan=True).filter(lambda v: v != int(v) if math.isfinite(v) else True),
+                      st.sampled_from([True, None, "4", [4], 2.0]))
+BAD_SIZE = st.one_of(st.integers(max_value=-1), st.sampled_from([1.5, True, None, "3", [3], math.nan]))
+BAD_AMOUNTS = st.one_of(
+    st.lists(BAD_FRACTION, min_size=1, max_size=3), st.just([]),
+    st.sampled_from([None, 0.5, "0.5", {0.5: 1}, torch.tensor(0.5)]))
+
+
+def bad_tokens(seq: int, width: int = 11) -> st.SearchStrategy:
+    """Token batches a GPT of vocabulary 12 and block size 16 must refuse."""
+    n = st.integers(1, 4)
+    return st.one_of(
+        st.sampled_from(JUNK + [[[1, 2, 3]], np.zeros((2, width), dtype=np.int64)]),
+        n.map(lambda k: torch.zeros(k, width)),                                     # float tokens
+        n.map(lambda k: torch.full((k, width), 12)),                                 # out of vocabulary
+        n.map(lambda k: torch.full((k, width), -1)),
+        n.map(lambda k: torch.zeros(k, 17, dtype=torch.long)),                       # longer than block_size
+        st.just(torch.zeros(width, dtype=torch.long)),                               # missing batch dim
+        st.just(torch.zeros(0, width, dtype=torch.long)),
+        st.just(torch.zeros(seq, width, 2, dtype=torch.long)))
+
+
+def bad_answers(n: int) -> st.SearchStrategy:
+    return st.one_of(
+        st.sampled_from(JUNK),
+        st.just(torch.zeros(n + 1, 4, dtype=torch.long)),                            # wrong batch
+        st.just(torch.zeros(n, 4)),                                                  # float answers
+        st.just(torch.full((n, 4), 12)), st.just(torch.full((n, 4), -1)),
+        st.just(torch.zeros(n, 12, dtype=torch.long)),                               # longer than the input
+        st.just(torch.zeros(n, dtype=torch.long)))
+
+
+def bad_features(n: int, features: int = 8) -> st.SearchStrategy:
+    return st.one_of(
+        st.sampled_from(JUNK + [np.zeros((n, features), dtype=np.float32), [[0.0] * features]]),
+        st.integers(1, 30).filter(lambda f: f != features).map(lambda f: torch.zeros(n, f)),
+        st.just(torch.zeros(n, features, dtype=torch.long)),
+        st.just(torch.zeros(n, features, dtype=torch.float64)),
+        st.just(torch.zeros(features)), st.just(torch.zeros(0, features)),
+        st.just(torch.zeros(2, n, features)))
+
+
+def bad_labels(n: int, classes: int = 4) -> st.SearchStrategy:
+    return st.one_of(
+        st.sampled_from(JUNK + [[0] * n, np.zeros(n, dtype=np.int64)]),
+        st.just(torch.zeros(n + 1, dtype=torch.long)), st.just(torch.zeros(n)),
+        st.just(torch.full((n,), classes)), st.just(torch.full((n,), -1)),
+        st.just(torch.zeros(n, 2, dtype=torch.long)))
+
+
+def bad_split() -> st.SearchStrategy:
+    good = split()
+    return st.one_of(
+        st.sampled_from(JUNK + [tuple(good[:4]), task()]),
+        st.just(good._replace(x_train=good.x_train[:, :5])),
+        st.just(good._replace(y_train=good.y_train[:-1])),
+        st.just(good._replace(y_val=good.y_val.float())),
+        st.just(good._replace(y_train=torch.full_like(good.y_train, 4))))
+
+
+BAD_PLAN = st.sampled_from([
+    None, "cubic", 0.5, [], [(0, 0.0)],                                # never prunes
+    [(0, 1.5)], [(0, math.nan)], [(0, 0.5), (0, 0.6)],                 # bad target, twice in one epoch
+    [(5, 0.5)], [(-1, 0.5)], [(0.5, 0.5)], [(0, 0.5), (1, 0.4)],       # outside the epochs, fractional, falling
+    [(0, 0.5), (1, 2.0)], [(0, 0.5), (1, "0.9")], [(0,)], [0.5],       # bad target late in the plan, junk
+])
+
+
+# --- the cases ----------------------------------------------------------------------------------
+
+@dataclass
+class Case:
+    """``fn(**good())`` succeeds; ``bad[arg]`` draws values ``arg`` must refuse."""
+
+    fn: Callable
+    good: Callable[[], dict]
+    bad: dict[str, st.SearchStrategy] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.fn.__module__.rsplit('.', 1)[-1]}.{self.fn.__name__}"
+
+
+def _mlp_args(**extra: object) -> Callable[[], dict]:
+    def build() -> dict:
+        x, y = mlp_xy()
+        return {"model": mlp(), "x": x, "y": y, **extra}
+    return build
+
+
+def _gpt_args(**extra: object) -> Callable[[], dict]:
+    def build() -> dict:
+        x, y = gpt_xy()
+        return {"model": small_gpt(), "x": x, "y": y, **extra}
+    return build
+
+
+def _only(build: Callable[[], dict], *keep: str) -> Callable[[], dict]:
+    return lambda: {k: v for k, v in build().items() if k in keep}
+
+
+NOT_MLP = st.one_of(NOT_MODULE, st.sampled_from([nn.Sequential(nn.Linear(8, 4)), small_gpt()]))
+NOT_GPT = st.one_of(NOT_MODULE, st.just(mlp()))
+NO_LINEAR = st.one_of(NOT_MODULE, st.sampled_from([nn.Sequential(), nn.ReLU(), nn.Conv2d(1, 1, 1)]))
+MLP_X, MLP_Y, GPT_X, GPT_Y = bad_features(20), bad_labels(20), bad_tokens(12), bad_answers(12)
+
+CASES = [
+    # pruning: masks on a whole model
+    Case(pruning.prune_layerwise, lambda: {"model": mlp(), "amount": 0.5},
+         {"model": NO_LINEAR, "amount": BAD_FRACTION,
+          "layers": st.one_of(NOT_MAPPING, st.just({"layers.0": nn.Linear(8, 12), "relu": nn.ReLU()}),
+                              st.just({"layers.0": "layer"}))}),
+    Case(pruning.prune_global, lambda: {"model": mlp(), "amount": 0.5},
+         {"model": NO_LINEAR, "amount": BAD_FRACTION, "layers": NOT_MAPPING}),
+    Case(pruning.prune_per_layer, lambda: {"model": mlp(), "amounts": {"layers.0": 0.5, "layers.1": 0.9}},
+         {"model": NO_LINEAR,
+          "amounts": st.one_of(NOT_MAPPING, st.just({"layers.0": 0.5, "layers.9": 0.5}),
+                               BAD_FRACTION.map(lambda a: {"layers.0": 0.5, "layers.1": a}))}),
+    Case(pruning.prune_global_to, lambda: {"model": mlp(), "target": 0.7},
+         {"model": NO_LINEAR, "target": BAD_FRACTION}),
+    Case(pruning.prune_layerwise_to, lambda: {"model": mlp(), "target": 0.7},
+         {"model": NO_LINEAR, "target": BAD_FRACTION}),
+    Case(pruning.remove_masks, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
+    Case(pruning.layer_sparsities, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
+    Case(pruning.get_masks, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
+    Case(pruning.apply_masks, lambda: {"model": mlp(), "masks": {"layers.0": torch.ones(12, 8, dtype=torch.bool),
+                                                                  "layers.2": torch.ones(4, 10, dtype=torch.bool)}},
+         {"model": NO_LINEAR,
+          "masks": st.one_of(NOT_MAPPING, st.sampled_from([
+              {"layers.0": torch.ones(12, 8, dtype=torch.bool), "layers.2": np.ones((4, 10), dtype=bool)},
+              {"layers.0": torch.ones(12, 8, dtype=torch.bool), "layers.2": torch.full((4, 10), 0.3)},
+              {"layers.0": torch.ones(12, 8, dtype=torch.bool), "layers.2": torch.ones(10, 4, dtype=torch.bool)},
+              {"layers.0": torch.ones(12, 8, dtype=torch.bool), "layers.7": torch.ones(4, 10, dtype=torch.bool)},
+              {"layers.0": torch.ones(12, 8, dtype=torch.bool), "layers.2": torch.full((4, 10), math.nan)}]))}),
+    Case(pruning.input_norms, lambda: (lambda m: {"model": m, "x": mlp_xy()[0], "layers": {"layers.1": m.layers[1]}})(mlp()),
+         {"model": NO_LINEAR, "x": MLP_X, "layers": NOT_MAPPING}),
+    # sparsity of models
+    Case(sparsity.sparsity_report, lambda: {"model": mlp()},
+         {"model": NOT_MODULE, "name": st.sampled_from([None, 3, "bias_orig", "nonexistent", ["weight"]])}),
+    Case(sparsity.model_sparsity, lambda: {"model": mlp()},
+         {"model": NOT_MODULE, "name": st.sampled_from([None, 3, "nonexistent", ["weight"]])}),
+    Case(sparsity.unpruned_weight, lambda: {"module": nn.Linear(8, 4)},
+         {"module": NOT_MODULE, "name": st.sampled_from([None, 3, "nonexistent", ["weight"]])}),
+    # measure
+    Case(measure.accuracy_vs_sparsity, _mlp_args(amounts=[0.0, 0.5], prune_fn=pruning.prune_global),
+         {"model": NO_LINEAR, "x": MLP_X, "y": MLP_Y, "amounts": BAD_AMOUNTS, "prune_fn": NOT_CALLABLE}),
+    Case(measure.sensitivity_scan, _mlp_args(amounts=[0.0, 0.5]),
+         {"model": NO_LINEAR, "x": MLP_X, "y": MLP_Y, "amounts": BAD_AMOUNTS}),
+    Case(measure.count_parameters, lambda: {"model": mlp()}, {"model": NOT_MODULE}),
+    Case(measure.count_nonzero, lambda: {"model": mlp()}, {"model": NOT_MODULE}),
+    Case(measure.state_dict_bytes, lambda: {"model": mlp()},
+         {"model": NOT_MODULE, "compress": st.sampled_from([None, "yes", 2, 0.5])}),
+    Case(measure.storage_bytes, lambda: {"model": mlp(), "amount": 0.5},
+         {"model": NO_LINEAR, "amount": BAD_FRACTION}),
+    Case(measure.output_error, lambda: {"layer": nn.Linear(8, 4), "x": mlp_xy()[0], "mask": torch.ones(4, 8)},
+         {"layer": NO_LINEAR, "x": MLP_X,
+          "mask": st.sampled_from([None, torch.ones(8, 4), torch.full((4, 8), 0.3), np.ones((4, 8)), "mask"])}),
+    # models and training
+    Case(training.accuracy, _mlp_args(), {"model": NOT_MODULE, "x": MLP_X, "y": MLP_Y}),
+    Case(training.train, lambda: {"model": mlp(), "data": split(), "epochs": 1, "progress": False},
+         {"model": NOT_MODULE, "data": bad_split(), "epochs": BAD_COUNT, "lr": BAD_SIZE,
+          "batch_size": BAD_COUNT, "on_epoch_start": NOT_CALLABLE.filter(lambda v: v is not None)}),
+    Case(schedules.train_with_plan,
+         lambda: {"model": mlp(), "data": split(), "plan": [(0, 0.5)], "epochs": 2, "progress": False},
+         {"model": NO_LINEAR, "data": bad_split(), "plan": BAD_PLAN, "epochs": BAD_COUNT, "lr": BAD_SIZE,
+          "scope": st.sampled_from([None, "local", 3, "GLOBAL"])}),
+    # structured (MLP)
+    Case(structured.importance_l2, lambda: {"model": mlp()}, {"model": NOT_MLP}),
+    Case(structured.importance_activation, _only(_mlp_args(), "model", "x"), {"model": NOT_MLP, "x": MLP_X}),
+    Case(structured.importance_taylor, _mlp_args(), {"model": NOT_MLP, "x": MLP_X, "y": MLP_Y}),
+    Case(structured.slim_mlp, lambda: {"model": mlp(), "keep": {0: torch.tensor([0, 3, 5]), 1: torch.tensor([1, 2])}},
+         {"model": NOT_MLP,
+          "keep": st.one_of(NOT_MAPPING, st.sampled_from([
+              {0: torch.tensor([0.5, 1.7])}, {0: torch.tensor([0, 12])}, {0: torch.tensor([1, 1])},
+              {0: torch.tensor([-1])}, {2: torch.tensor([0])}, {"0": torch.tensor([0])}, {0: "0,1"},
+              {0: torch.tensor([[0, 1]])}, {0: torch.ones(12, dtype=torch.bool)}, {0.0: torch.tensor([0])}])),
+          "activation": NOT_CALLABLE.filter(lambda v: v is not None)}),
+    Case(structured.slim_linear_pair,
+         lambda: {"layer": nn.Linear(8, 6), "next_layer": nn.Linear(6, 4), "keep": torch.tensor([0, 2, 4])},
+         {"layer": NO_LINEAR, "next_layer": st.one_of(NO_LINEAR, st.just(nn.Linear(5, 4))),
+          "keep": st.sampled_from([None, "0,2", torch.tensor([0.5, 1.7]), torch.tensor([0, 6]), torch.tensor([2, 2]),
+                                   torch.tensor([[0, 1]]), [0, 9]])}),
+    Case(structured.copy_linear, lambda: {"layer": nn.Linear(8, 4)}, {"layer": NO_LINEAR}),
+    Case(structured.max_output_difference, lambda: {"model_a": mlp(), "model_b": mlp(), "x": mlp_xy()[0]},
+         {"model_a": NOT_MODULE, "model_b": NOT_MODULE, "x": MLP_X}),
+    # GPT
+    Case(gpt.save_gpt, lambda: {"model": small_gpt()}, {"model": NOT_GPT}),
+    Case(gpt.prunable_layers, lambda: {"model": small_gpt()}, {"model": NOT_GPT}),
+    Case(tasks.exact_match, _gpt_args(), {"model": NOT_MODULE, "x": GPT_X, "y": GPT_Y, "batch_size": BAD_COUNT}),
+    Case(tasks.answer_loss, _gpt_args(), {"model": NOT_MODULE, "x": GPT_X, "y": GPT_Y}),
+    Case(tasks.train_on_task, lambda: {"model": small_gpt(), "task": task(), "steps": 1, "progress": False},
+         {"model": NOT_MODULE, "task": st.sampled_from(JUNK + [split()]), "steps": BAD_COUNT, "lr": BAD_SIZE,
+          "batch_size": BAD_COUNT}),
+    Case(gpt_structured.slim_gpt, lambda: {"model": small_gpt(), "keep_heads": {0: [1], 1: [0, 2]},
+                                           "keep_ffn": {0: [0, 1, 2], 1: [5]}},
+         {"model": NOT_GPT,
+          "keep_heads": st.one_of(NOT_MAPPING.filter(lambda v: v is not None), st.sampled_from([
+              {0: [0.5, 1.7]}, {0: [2]}, {0: [1, 1]}, {0: [-1]}, {5: [0]}, {"0": [0]}, {0: "01"}, {0: 1}])),
+          "keep_ffn": st.one_of(NOT_MAPPING.filter(lambda v: v is not None), st.sampled_from([
+              {0: [0.5]}, {0: [8]}, {1: [0, 0]}, {2: [0]}, {0: [[0, 1]]}]))}),
+    Case(gpt_structured.head_importance_gradient, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
+    Case(gpt_structured.head_importance_ablation, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
+    Case(gpt_structured.head_importance_norm, lambda: {"model": small_gpt()}, {"model": NOT_GPT}),
+    Case(gpt_structured.ffn_importance, _only(_gpt_args(), "model", "x"), {"model": NOT_GPT, "x": GPT_X}),
+    Case(gpt_structured.prune_to, lambda: {**_gpt_args()(), "heads": [1, 2], "ffn": [4, 3], "calibration": gpt_xy()[0]},
+         {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y, "calibration": GPT_X,
+          "heads": st.sampled_from([None, [1], [3, 1], [-1, 1], [1.5, 1], "12", {0: 1, 1: 1}, [True, 1]]),
+          "ffn": st.sampled_from([None, [4], [9, 1], [-1, 1], [2.5, 1], "43"])}),
+    # widgets (they read the model; they must never change it)
+    Case(widgets.sparsity_explorer, lambda: {"layer": nn.Linear(8, 4), "x": mlp_xy()[0]},
+         {"layer": NO_LINEAR, "x": MLP_X, "amount": BAD_FRACTION}),
+    Case(widgets.layer_sparsity_explorer, _mlp_args(),
+         {"model": NO_LINEAR, "x": MLP_X, "y": MLP_Y,
+          "amounts": st.one_of(NOT_MAPPING.filter(lambda v: v is not None),
+                               st.just({"layers.9": 0.5}), BAD_FRACTION.map(lambda a: {"layers.0": a}))}),
+    Case(widgets.neuron_explorer, _mlp_args(), {"model": NOT_MLP, "x": MLP_X, "y": MLP_Y, "batch": BAD_COUNT}),
+]
+
+PAIRS = [(case, arg) for case in CASES for arg in case.bad]
+
+
+@pytest.mark.parametrize(("case", "arg"), PAIRS, ids=[f"{c.name}-{a}" for c, a in PAIRS])
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_bad_argument_is_refused_and_nothing_changes(case: Case, arg: str, data: st.DataObject) -> None:
+    kwargs = case.good()
+    kwargs[arg] = data.draw(case.bad[arg], label=arg)
+    models = [v for k, v in kwargs.items() if isinstance(v, nn.Module) and k != arg]
+    before = fingerprint(models)
+    with pytest.raises((TypeError, ValueError)) as error:
+        case.fn(**kwargs)
+    assert arg in str(error.value), f"the message does not name {arg!r}: {error.value}"
+    assert same(fingerprint(models), before), f"{case.name} changed its model before refusing {arg}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_good_arguments_are_accepted(case: Case) -> None:
+    case.fn(**case.good())
+
+
+# --- good values give right answers -------------------------------------------------------------
+
+FRACTION = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(amount=FRACTION)
+def test_layerwise_pruning_prunes_round_amount_n_of_every_layer(amount: float) -> None:
+    model = mlp()
+    pruning.prune_layerwise(model, amount)
+    for layer in model.layers:
+        assert int((layer.weight == 0).sum()) == round(amount * layer.weight.numel())
+
+
+@settings(max_examples=25, deadline=None)
+@given(amount=FRACTION)
+def test_global_pruning_prunes_round_amount_n_in_all_and_the_smallest(amount: float) -> None:
+    model = mlp()
+    magnitudes = torch.cat([layer.weight.detach().abs().flatten() for layer in model.layers])
+    pruning.prune_global(model, amount)
+    kept = torch.cat([layer.weight_mask.flatten() for layer in model.layers]).bool()
+    assert int((~kept).sum()) == round(amount * magnitudes.numel())
+    if kept.any() and (~kept).any():
+        assert magnitudes[~kept].max() <= magnitudes[kept].min()
+
+
+@settings(max_examples=25, deadline=None)
+@given(targets=st.lists(FRACTION, min_size=1, max_size=4).map(sorted))
+def test_pruning_to_rising_targets_reaches_each(targets: list[float]) -> None:
+    model = mlp()
+    n = sum(layer.weight.numel() for layer in model.layers)
+    for target in targets:
+        pruning.prune_global_to(model, target)
+        assert abs(sparsity.model_sparsity(model) - target) <= 1 / n + 1e-9
+
+
+@settings(max_examples=15, deadline=None)
+@given(amount=FRACTION)
+def test_masks_move_between_models_unchanged(amount: float) -> None:
+    source, target = mlp(), mlp()
+    pruning.prune_global(source, amount)
+    pruning.apply_masks(target, pruning.get_masks(source))
+    x = mlp_xy()[0]
+    assert torch.equal(source(x), target(x))
