@@ -14,7 +14,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import numbers
+import pickle
 import warnings
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,15 +37,23 @@ class GPTConfig:
     ffn: list[int] = field(default_factory=lambda: [256, 256])  # FFN hidden width per layer
 
     def __post_init__(self) -> None:
+        """Checks every field; ``heads`` and ``ffn`` become plain lists of ints."""
         for name in ("vocab_size", "block_size", "d_model", "head_dim"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        for name in ("heads", "ffn"):
+            value = getattr(self, name)
+            if not isinstance(value, (list, tuple)):
+                raise TypeError(f"{name} must be a list of ints (one per layer), got {type(value).__name__} {value!r}")
+            if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
+                raise ValueError(f"{name} must hold ints (one per layer), got {list(value)!r}")
         if len(self.heads) != len(self.ffn) or not self.heads:
             raise ValueError(f"heads and ffn must list one entry per layer (same length, >= 1), "
                              f"got heads={self.heads}, ffn={self.ffn}")
         if any(h < 0 for h in self.heads) or any(f < 0 for f in self.ffn):
             raise ValueError(f"heads and ffn must be >= 0 per layer, got heads={self.heads}, ffn={self.ffn}")
+        self.heads, self.ffn = [int(h) for h in self.heads], [int(f) for f in self.ffn]
 
     @property
     def n_layers(self) -> int:
@@ -120,6 +131,7 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, head_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """idx: (B, T) token ids -> logits (B, T, vocab). ``head_masks``: one (H,) per layer."""
+        self._check_inputs(idx, head_masks)
         B, T = idx.shape
         if self.config.block_size < T:
             raise ValueError(f"sequence length must be <= block_size ({self.config.block_size}), got {T}")
@@ -128,9 +140,27 @@ class GPT(nn.Module):
             x = block(x, None if head_masks is None else head_masks[i])
         return self.head(self.ln_f(x))
 
+    def _check_inputs(self, idx: object, head_masks: object) -> None:
+        """Shapes and dtypes only (cheap: no pass over the values)."""
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"idx must be a 2-D int64 tensor of token ids (B, T), got "
+                             f"{getattr(idx, 'shape', type(idx).__name__)} of {getattr(idx, 'dtype', '')}")
+        if head_masks is None:
+            return
+        shapes = [getattr(m, "shape", None) for m in head_masks] if isinstance(head_masks, (list, tuple)) else None
+        if shapes != [(h,) for h in self.config.heads]:
+            raise ValueError(f"head_masks must be a list of one (H,) tensor per layer, H = {self.config.heads}")
+
 
 def save_gpt(model: GPT) -> dict:
-    """What to ``torch.save``: the config as a plain dict and the state_dict (weights only)."""
+    """What to ``torch.save``: the config as a plain dict and the state_dict (weights only).
+    A model with prune masks attached is refused: its state_dict holds ``weight_orig`` and
+    ``weight_mask``, which a fresh GPT cannot load (``pruning.remove_masks`` first)."""
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    if any(key.endswith(("_orig", "_mask")) for key in model.state_dict()):
+        raise ValueError("model carries prune masks (weight_orig / weight_mask): call "
+                         "pruning.remove_masks(model) before saving it")
     return {"config": model.config.to_dict(), "state_dict": model.state_dict()}
 
 
@@ -138,8 +168,13 @@ def load_gpt(saved: dict) -> GPT:
     """Rebuild a (possibly pruned) GPT from :func:`save_gpt`'s dict."""
     if not isinstance(saved, dict) or set(saved) != {"config", "state_dict"}:
         raise ValueError("saved must be a dict with keys 'config' and 'state_dict' (from save_gpt)")
+    if not isinstance(saved["config"], dict) or not set(saved["config"]) <= set(GPTConfig.__dataclass_fields__):
+        raise ValueError(f"saved['config'] must be a dict of GPTConfig fields, got {saved['config']!r}")
     model = GPT(GPTConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"])
+    try:
+        model.load_state_dict(saved["state_dict"])
+    except (RuntimeError, TypeError, AttributeError) as error:
+        raise ValueError(f"saved['state_dict'] does not fit saved['config']: {error}") from error
     return model
 
 
@@ -162,16 +197,37 @@ def load_checkpoint(path: str | Path = CHECKPOINT, expected_sha256: str | None =
     """Load a GPT saved by ``scripts/train_checkpoint.py`` (by default the shipped
     :data:`CHECKPOINT`, trained on 3-digit addition) after checking the file's SHA-256.
 
-    ``expected_sha256`` defaults to the one recorded next to the file (``<name>.json``). The file
-    is read with ``torch.load(..., weights_only=True)``: tensors and plain data only, no code.
+    ``expected_sha256`` (64 hex digits, either case) defaults to the one recorded next to the file
+    (``<name>.json``). The file is read with ``torch.load(..., weights_only=True)``: tensors and
+    plain data only, no code.
     """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; run scripts/train_checkpoint.py to make it")
-    if expected_sha256 is None:
-        expected_sha256 = json.loads(path.with_suffix(".json").read_text())["sha256"]
+    expected = _expected_sha256(path) if expected_sha256 is None else expected_sha256
+    if not isinstance(expected, str) or len(expected) != 64 or any(c not in "0123456789abcdefABCDEF" for c in expected):
+        raise ValueError(f"expected_sha256 must be 64 hexadecimal digits (a SHA-256), got {expected!r}")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != expected_sha256:
-        raise ValueError(f"checkpoint {path.name} has SHA-256 {actual}, expected {expected_sha256}: "
+    if actual != expected.lower():
+        raise ValueError(f"checkpoint {path.name} has SHA-256 {actual}, expected {expected.lower()}: "
                          "the file is corrupt or from another version; re-run scripts/train_checkpoint.py")
-    return load_gpt(torch.load(path, weights_only=True))
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+        raise ValueError(f"checkpoint {path.name} is truncated or not a checkpoint (torch.load failed: "
+                         f"{error}); re-run scripts/train_checkpoint.py") from error
+    return load_gpt(saved)
+
+
+def _expected_sha256(path: Path) -> object:
+    """The SHA-256 recorded in ``<name>.json`` beside a checkpoint."""
+    record = path.with_suffix(".json")
+    if not record.is_file():
+        raise FileNotFoundError(f"{record.name} is missing beside {path.name}: it records the checkpoint's "
+                                "SHA-256 and metrics; copy it along, or pass expected_sha256")
+    try:
+        return json.loads(record.read_text())["sha256"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{record.name} must be a JSON object with a 'sha256' entry, it is not: {error!r}") from error

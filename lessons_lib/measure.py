@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import logging
 import math
@@ -15,12 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import prune
 
 from .models import linear_layers
-from .pruning import prune_per_layer
+from .pruning import copy_model, prune_per_layer
 from .sparsity import unpruned_weight
-from .training import accuracy
-from .validate import require_positive_int, require_tensor
+from .training import accuracy, check_examples
+from .validate import require_callable, require_fraction, require_mask, require_positive_int, require_tensor
 
 MaskFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -43,14 +43,28 @@ def relative_error(reference: torch.Tensor, approx: torch.Tensor) -> float:
 
 
 def _check_linear_input(layer: nn.Module, x: torch.Tensor) -> None:
+    """``layer`` an ``nn.Linear``; ``x`` a float tensor ``(batch, in_features)`` of its dtype and device."""
     if not isinstance(layer, nn.Linear):
         raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__name__}")
     x = require_tensor(x, "x")
-    if x.shape[-1] != layer.in_features:
+    if x.dim() != 2 or x.shape[-1] != layer.in_features:
         raise ValueError(
             f"x must have {layer.in_features} features in its last dimension (layer.in_features), "
-            f"got shape {tuple(x.shape)}"
+            f"as a 2-D (batch, {layer.in_features}) tensor, got shape {tuple(x.shape)}"
         )
+    weight = unpruned_weight(layer)
+    if (x.dtype, x.device) != (weight.dtype, weight.device):
+        raise ValueError(f"x must have the layer's dtype and device ({weight.dtype} on {weight.device}), "
+                         f"got {x.dtype} on {x.device}")
+
+
+def _check_amounts(amounts: object) -> list[float]:
+    """A non-empty list (or tuple) of fractions in [0, 1]."""
+    if not isinstance(amounts, (list, tuple)):
+        raise TypeError(f"amounts must be a list of fractions in [0, 1], got {type(amounts).__name__} {amounts!r}")
+    if len(amounts) == 0:
+        raise ValueError("amounts must hold at least one fraction, got an empty sequence")
+    return [require_fraction(a, f"amounts[{i}]") for i, a in enumerate(amounts)]
 
 
 @torch.no_grad()
@@ -63,13 +77,11 @@ def output_error(layer: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> float
     Args:
         layer: an ``nn.Linear(in_features, out_features)``.
         x: inputs of shape ``(batch, in_features)``.
-        mask: shape ``(out_features, in_features)``, bool or 0/1 (1 = keep).
+        mask: shape ``(out_features, in_features)``, bool or 0/1 (1 = keep), on the weight's device.
     """
     _check_linear_input(layer, x)
     weight = unpruned_weight(layer)
-    mask = require_tensor(mask, "mask")
-    if mask.shape != weight.shape:
-        raise ValueError(f"mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}")
+    mask = require_mask(mask, weight, "mask")
     reference = F.linear(x, weight, layer.bias)
     pruned = F.linear(x, weight * mask, layer.bias)
     return relative_error(reference, pruned)
@@ -78,30 +90,34 @@ def output_error(layer: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> float
 def error_vs_sparsity(
     layer: nn.Linear, x: torch.Tensor, amounts: Sequence[float], mask_fn: MaskFn
 ) -> list[float]:
-    """:func:`output_error` of ``layer`` on ``x`` for each fraction in ``amounts``.
+    """:func:`output_error` of ``layer`` on ``x`` for each fraction in ``amounts`` (a list of
+    fractions in [0, 1]).
 
     ``mask_fn(weight, amount)`` returns the mask, e.g. ``sparsity.magnitude_mask``. Every mask
     is computed from the unpruned weight, so nothing compounds.
     """
     _check_linear_input(layer, x)
-    if len(amounts) == 0:
-        raise ValueError("amounts must hold at least one fraction, got an empty sequence")
+    amounts = _check_amounts(amounts)
+    require_callable(mask_fn, "mask_fn")
     weight = unpruned_weight(layer)
     return [output_error(layer, x, mask_fn(weight, a)) for a in amounts]
 
 
 def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amounts: Sequence[float],
                          prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
-    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``amounts``.
+    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``amounts`` (fractions in
+    [0, 1]) on ``x`` ``(n, features)`` and labels ``y`` ``(n,)``.
 
     ``prune_fn(copy, amount)`` prunes the copy in place, e.g. ``pruning.prune_global``. The
-    model itself is never pruned, so nothing compounds.
+    model itself is never pruned, so nothing compounds. A model that already carries masks is
+    copied with them (:func:`pruning.copy_model`), and ``prune_fn`` prunes on top of them.
     """
-    if len(amounts) == 0:
-        raise ValueError("amounts must hold at least one fraction, got an empty sequence")
+    check_examples(model, x, y)
+    amounts = _check_amounts(amounts)
+    require_callable(prune_fn, "prune_fn")
     results = []
     for amount in amounts:
-        pruned = copy.deepcopy(model)
+        pruned = copy_model(model)
         prune_fn(pruned, amount)
         results.append(accuracy(pruned, x, y))
     return results
@@ -111,12 +127,15 @@ def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      amounts: Sequence[float]) -> dict[str, list[float]]:
     """For each Linear layer alone, accuracy when only that layer is pruned by magnitude.
 
-    Returns layer name -> one accuracy per fraction in ``amounts``. Use validation data: the
-    result is meant for choosing per-layer sparsities.
+    Returns layer name -> one accuracy per fraction in ``amounts`` (fractions in [0, 1]). Use
+    validation data: the result is meant for choosing per-layer sparsities.
     """
+    layers = linear_layers(model)
+    check_examples(model, x, y)
+    amounts = _check_amounts(amounts)
     return {name: accuracy_vs_sparsity(model, x, y, amounts,
                                        lambda m, a, name=name: prune_per_layer(m, {name: a}))
-            for name in linear_layers(model)}
+            for name in layers}
 
 
 # --- size and speed ---------------------------------------------------------------------------
@@ -146,6 +165,8 @@ def state_dict_bytes(model: nn.Module, compress: bool = False) -> int:
     as a zip archive of the file would roughly be."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(compress, bool):
+        raise TypeError(f"compress must be True or False, got {compress!r}")
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
     data = buffer.getvalue()
@@ -154,10 +175,14 @@ def state_dict_bytes(model: nn.Module, compress: bool = False) -> int:
 
 def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int64) -> int:
     """Bytes to store a 2-D ``weight`` in CSR form: non-zero values, one column index per value,
-    and ``rows + 1`` row pointers. PyTorch uses int64 indices; int32 is the common alternative."""
-    weight = require_tensor(weight, "weight")
+    and ``rows + 1`` row pointers. PyTorch uses int64 indices; int32 is the common alternative
+    (``index_dtype`` must be one of the two). A weight with no entries needs only the pointers."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a torch.Tensor, got {type(weight).__name__}")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D, got shape {tuple(weight.shape)}")
+    if index_dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"index_dtype must be torch.int32 or torch.int64 (CSR indices are ints), got {index_dtype!r}")
     nnz = int((weight != 0).sum())
     index_size = torch.tensor([], dtype=index_dtype).element_size()
     return nnz * weight.element_size() + nnz * index_size + (weight.shape[0] + 1) * index_size
@@ -218,19 +243,25 @@ def interleaved_latency_ms(fns: Mapping[str, Callable[[], object]], rounds: int 
 
 
 def storage_bytes(model: nn.Module, amount: float) -> dict[str, int]:
-    """Bytes to store ``model`` (an MLP-like model of Linear layers) pruned globally to ``amount``:
+    """Bytes to store ``model`` (an MLP-like model of Linear layers) pruned globally to overall
+    sparsity ``amount`` (a fraction in [0, 1]; masks it already carries count towards it, as in
+    :func:`pruning.prune_global_to`):
 
     - ``dense``: the state_dict with zeros in it; ``masked``: prune's form (weight_orig + mask);
     - ``csr_int64`` / ``csr_int32``: weights in CSR with 8- / 4-byte indices, plus biases;
     - ``compressed``: the dense state_dict after zlib.
     The model itself is not changed (each form is built on a copy).
     """
-    from .pruning import prune_global, remove_masks
+    from .pruning import prune_global_to, remove_masks
 
-    masked = copy.deepcopy(model)                 # copies are made before pruning (lesson 01)
-    prune_global(masked, amount)
-    zeros = copy.deepcopy(model)
-    prune_global(zeros, amount)
+    linear_layers(model)
+    amount = require_fraction(amount, "amount")
+    masked = copy_model(model)
+    prune_global_to(masked, amount)
+    for layer in linear_layers(masked).values():     # prune's form everywhere, even at amount 0
+        if "weight_mask" not in dict(layer.named_buffers(recurse=False)):
+            prune.identity(layer, "weight")
+    zeros = copy_model(masked)
     remove_masks(zeros)
     layers = linear_layers(zeros).values()
     biases = sum(layer.bias.numel() * layer.bias.element_size() for layer in layers if layer.bias is not None)

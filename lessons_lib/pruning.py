@@ -4,10 +4,18 @@ or per layer from a sensitivity scan.
 Everything here attaches ``torch.nn.utils.prune`` masks. Like prune itself, calling again prunes
 a fraction of what is *left* (lesson 01, pitfall 6a); :func:`prune_global_to` takes a total
 target instead.
+
+Every ``amount`` / ``target`` here is a fraction in [0, 1] (a float; the int 1 is refused as
+ambiguous, write 1.0). Every argument is checked before the first mask is attached, so a call
+that raises leaves the model as it was. A layer with no weights (a GPT layer pruned to 0 heads or
+0 FFN neurons) has nothing to prune: it is skipped, and has no entry in :func:`layer_sparsities`.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -15,21 +23,60 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .models import linear_layers
-from .sparsity import model_sparsity, random_mask, sparsity
-from .validate import require_fraction
+from .sparsity import random_mask, sparsity
+from .validate import require_fraction, require_layers, require_mapping, require_mask, require_tensor
 
-# calling them again prunes a fraction of what is *left* (see lesson 01, pitfall 6a).
+
+def _prunable(model: nn.Module, layers: Mapping[str, nn.Linear] | None = None) -> dict[str, nn.Linear]:
+    """``layers`` (default: every Linear of ``model``), checked, without the ones with no weights."""
+    chosen = linear_layers(model) if layers is None else require_layers(model, layers)
+    return {name: layer for name, layer in chosen.items() if layer.weight.numel() > 0}
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """An independent copy of ``model`` (same dtype, device, values, masks and hooks), pruned or not.
+
+    ``copy.deepcopy`` refuses a model with prune masks attached: each pruned ``weight`` is a
+    computed tensor (``weight_orig * weight_mask``), not a leaf. Here those computed tensors are
+    handed to deepcopy as plain detached copies; the copy's own prune hook recomputes them from
+    its ``weight_orig`` and ``weight_mask`` on its next forward call, as on the original.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    memo: dict[int, object] = {}
+    for module in model.modules():
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                computed = getattr(module, hook._tensor_name)
+                memo[id(computed)] = computed.detach().clone()
+    return copy.deepcopy(model, memo)
+
+
+def _linear_sparsity(layers: Mapping[str, nn.Linear]) -> float:
+    """Fraction of zeros over all the weights of ``layers`` together (0 when they hold none)."""
+    total = sum(layer.weight.numel() for layer in layers.values())
+    return sum(int((layer.weight == 0).sum()) for layer in layers.values()) / total if total else 0.0
+
+
+def _pruned_weight(layer: nn.Module) -> bool:
+    """Whether ``layer.weight`` carries a prune mask (a pruned bias alone does not count)."""
+    return "weight_mask" in dict(layer.named_buffers(recurse=False))
 
 
 def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator | None = None,
                     random: bool = False, layers: Mapping[str, nn.Linear] | None = None) -> None:
-    """Prune the same fraction ``amount`` of every Linear layer's weight, by magnitude.
+    """Prune the same fraction ``amount`` (in [0, 1]) of every Linear layer's weight, by magnitude.
 
     With ``random=True`` the pruned weights are drawn at random instead (the baseline), from
-    ``generator`` when given. ``layers`` restricts pruning to those layers (default: all Linear).
+    ``generator`` when given. ``layers`` (name -> ``nn.Linear`` of ``model``) restricts pruning to
+    those layers (default: all Linear).
     """
-    layers = linear_layers(model) if layers is None else layers
+    layers = _prunable(model, layers)
     amount = require_fraction(amount, "amount")
+    if not isinstance(random, bool):
+        raise TypeError(f"random must be True or False, got {random!r}")
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
     for layer in layers.values():
         if random:
             prune.custom_from_mask(layer, "weight", random_mask(layer.weight, amount, generator))
@@ -38,38 +85,48 @@ def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator 
 
 
 def prune_global(model: nn.Module, amount: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
-    """Prune the fraction ``amount`` of all Linear weights *together*: one magnitude threshold
-    for the whole model (``prune.global_unstructured``), so layers end up with different sparsity.
-    ``layers`` restricts pruning to those layers (default: all Linear).
+    """Prune the fraction ``amount`` (in [0, 1]) of all Linear weights *together*: one magnitude
+    threshold for the whole model (``prune.global_unstructured``), so layers end up with different
+    sparsity. ``layers`` (name -> ``nn.Linear`` of ``model``) restricts pruning to those layers
+    (default: all Linear).
     """
-    layers = linear_layers(model) if layers is None else layers
+    layers = _prunable(model, layers)
     amount = require_fraction(amount, "amount")
+    if not layers:
+        raise ValueError("layers must hold at least one Linear layer with weights, got none")
     prune.global_unstructured([(layer, "weight") for layer in layers.values()],
                               pruning_method=prune.L1Unstructured, amount=amount)
 
 
-def prune_per_layer(model: nn.Module, amounts: dict[str, float]) -> None:
-    """Prune each named Linear layer by magnitude to its own fraction, e.g. ``{"layers.1": 0.9}``.
-
-    Layers not named are left alone. Every name and amount is checked before anything is pruned.
+def prune_per_layer(model: nn.Module, amounts: Mapping[str, float]) -> None:
+    """Prune each named Linear layer by magnitude by its own fraction in [0, 1], e.g.
+    ``{"layers.1": 0.9}``. Layers not named are left alone (so is a named layer with no weights).
+    Every name and amount is checked before anything is pruned.
     """
     layers = linear_layers(model)
+    amounts = require_mapping(amounts, "amounts", "Linear layer names to fractions")
     for name, amount in amounts.items():
         if name not in layers:
             raise ValueError(f"amounts has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
         require_fraction(amount, f"amounts[{name!r}]")
     for name, amount in amounts.items():
-        prune.l1_unstructured(layers[name], "weight", amount=float(amount))
+        if layers[name].weight.numel():
+            prune.l1_unstructured(layers[name], "weight", amount=float(amount))
 
 
 def prune_global_to(model: nn.Module, target: float) -> None:
-    """Prune globally until the Linear weights reach overall sparsity ``target`` (a fraction).
+    """Prune globally until the Linear weights reach overall sparsity ``target`` (a fraction in
+    [0, 1]).
 
     Already pruned weights count towards the target, so this can be called repeatedly with
-    rising targets (iterative and gradual schedules do exactly that).
+    rising targets (iterative and gradual schedules do exactly that). Only the Linear weights
+    count (a GPT's embeddings and LayerNorms are never pruned here, so they do not dilute it).
     """
+    layers = _prunable(model)
     target = require_fraction(target, "target")
-    now = model_sparsity(model)
+    if not layers:
+        raise ValueError("model must hold at least one Linear layer with weights, got none")
+    now = _linear_sparsity(layers)
     if target < now - 1e-9:
         raise ValueError(f"target must be >= the current sparsity {now:.4f}; masks are never undone, got {target}")
     if target > now:
@@ -77,12 +134,13 @@ def prune_global_to(model: nn.Module, target: float) -> None:
 
 
 def prune_layerwise_to(model: nn.Module, target: float) -> None:
-    """Prune every Linear layer by magnitude until *each* reaches sparsity ``target``.
+    """Prune every Linear layer by magnitude until *each* reaches sparsity ``target`` (a fraction
+    in [0, 1]; layers with no weights are skipped).
 
     The layer-wise counterpart of :func:`prune_global_to`, for layer-wise schedules.
     """
+    layers = _prunable(model)
     target = require_fraction(target, "target")
-    layers = linear_layers(model)
     now = {name: sparsity(layer.weight) for name, layer in layers.items()}
     if any(target < s - 1e-9 for s in now.values()):
         raise ValueError(f"target must be >= every layer's current sparsity {max(now.values()):.4f}, got {target}")
@@ -92,15 +150,17 @@ def prune_layerwise_to(model: nn.Module, target: float) -> None:
 
 
 def remove_masks(model: nn.Module) -> None:
-    """``prune.remove`` on every pruned Linear weight: the zeros become permanent plain values."""
+    """``prune.remove`` on every pruned Linear weight: the zeros become permanent plain values.
+    (A pruned bias keeps its mask: only weights are pruned by this module.)"""
     for layer in linear_layers(model).values():
-        if prune.is_pruned(layer):
+        if _pruned_weight(layer):
             prune.remove(layer, "weight")
 
 
 def layer_sparsities(model: nn.Module) -> dict[str, float]:
-    """Fraction of zero weights in each Linear layer, by name."""
-    return {name: sparsity(layer.weight) for name, layer in linear_layers(model).items()}
+    """Fraction of zero weights in each Linear layer, by name. A layer with no weights at all (0
+    heads or 0 FFN neurons left) has no sparsity and is left out."""
+    return {name: sparsity(layer.weight) for name, layer in _prunable(model).items()}
 
 
 def global_threshold(weights: Sequence[torch.Tensor], amount: float) -> float:
@@ -108,12 +168,20 @@ def global_threshold(weights: Sequence[torch.Tensor], amount: float) -> float:
 
     ``weights``: the layers' weight tensors, any shapes, ``N`` entries in all. With distinct
     magnitudes, pruning every ``|w| <= threshold`` gives exactly ``prune.global_unstructured``'s
-    masks. For ``amount = 0`` nothing is pruned and the threshold is 0.
+    masks. ``amount`` is a fraction in [0, 1]; for ``amount = 0`` nothing is pruned and the
+    threshold is 0.
     """
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list of tensors, got {type(weights).__name__}")
     if len(weights) == 0:
         raise ValueError("weights must hold at least one tensor, got an empty sequence")
+    for i, w in enumerate(weights):
+        if not isinstance(w, torch.Tensor):
+            raise TypeError(f"weights[{i}] must be a torch.Tensor, got {type(w).__name__}")
     amount = require_fraction(amount, "amount")
     scores = torch.cat([w.detach().abs().flatten() for w in weights])   # (N,)
+    if scores.numel() == 0:
+        raise ValueError("weights must hold at least one entry in all, got only empty tensors")
     k = round(amount * scores.numel())
     return scores.kthvalue(k).values.item() if k > 0 else 0.0
 
@@ -129,15 +197,12 @@ def allocate_sparsity(scan: Mapping[str, Sequence[float]], amounts: Sequence[flo
     Args:
         scan: layer name -> accuracy at each of ``amounts`` with only that layer pruned (as
             returned by ``measure.sensitivity_scan``; use validation data, never test data).
-        amounts: increasing fractions, starting at 0.
-        sizes: layer name -> number of weights.
-        target: overall fraction of weights to prune.
+        amounts: strictly increasing fractions in [0, 1], starting at 0.
+        sizes: layer name -> number of weights (an int >= 1).
+        target: overall fraction of weights to prune, in [0, 1].
     """
     target = require_fraction(target, "target")
-    if len(amounts) < 2 or amounts[0] != 0 or list(amounts) != sorted(amounts):
-        raise ValueError(f"amounts must be increasing and start at 0, got {list(amounts)}")
-    if set(scan) != set(sizes) or any(len(v) != len(amounts) for v in scan.values()):
-        raise ValueError("scan and sizes must name the same layers, with one accuracy per amount in scan")
+    _check_allocation(scan, amounts, sizes)
     level = dict.fromkeys(scan, 0)
     total = sum(sizes.values())
 
@@ -158,23 +223,49 @@ def allocate_sparsity(scan: Mapping[str, Sequence[float]], amounts: Sequence[flo
     return {n: amounts[level[n]] for n in level}
 
 
+def _check_allocation(scan: object, amounts: object, sizes: object) -> None:
+    """The arguments of :func:`allocate_sparsity`, checked (raises on the first problem)."""
+    require_mapping(scan, "scan", "layer names to accuracies")
+    require_mapping(sizes, "sizes", "layer names to numbers of weights")
+    if not isinstance(amounts, (list, tuple)):
+        raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
+    values = [require_fraction(a, f"amounts[{i}]") for i, a in enumerate(amounts)]
+    if len(values) < 2 or values[0] != 0 or any(b <= a for a, b in zip(values, values[1:], strict=False)):
+        raise ValueError(f"amounts must be strictly increasing and start at 0, got {list(amounts)}")
+    if set(scan) != set(sizes):
+        raise ValueError(f"scan and sizes must name the same layers, got {sorted(scan)} and {sorted(sizes)}")
+    for name, accuracies in scan.items():
+        if not isinstance(accuracies, (list, tuple)) or len(accuracies) != len(values):
+            raise ValueError(f"scan[{name!r}] must be a list of one accuracy per amount ({len(values)}), "
+                             f"got {accuracies!r}")
+        if not all(isinstance(a, numbers.Real) and not isinstance(a, bool) and math.isfinite(a) for a in accuracies):
+            raise ValueError(f"scan[{name!r}] must hold finite numbers (accuracies), got {accuracies!r}")
+        if isinstance(sizes[name], bool) or not isinstance(sizes[name], numbers.Integral) or sizes[name] < 1:
+            raise ValueError(f"sizes[{name!r}] must be an int >= 1 (a number of weights), got {sizes[name]!r}")
+
+
 def get_masks(model: nn.Module) -> dict[str, torch.Tensor]:
-    """A copy of every pruned Linear layer's mask, by layer name (bool, True = keep)."""
+    """A copy of every pruned Linear weight's mask, by layer name (bool, True = keep; same
+    shape and device as the weight)."""
     return {name: layer.weight_mask.detach().bool().clone()
-            for name, layer in linear_layers(model).items() if prune.is_pruned(layer)}
+            for name, layer in linear_layers(model).items() if _pruned_weight(layer)}
 
 
 def apply_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> None:
     """Attach the given masks (e.g. from :func:`get_masks` of another model) to ``model``'s
-    Linear layers with ``prune.custom_from_mask``. Shapes are checked before anything changes."""
+    Linear layers with ``prune.custom_from_mask``; on an already pruned layer the masks combine.
+
+    ``masks``: layer name -> tensor of the weight's shape and device, bool or 0/1 (1 = keep).
+    Every name, shape, device and value is checked before anything changes.
+    """
     layers = linear_layers(model)
+    masks = require_mapping(masks, "masks", "Linear layer names to mask tensors")
+    checked = {}
     for name, mask in masks.items():
         if name not in layers:
             raise ValueError(f"masks has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
-        if mask.shape != layers[name].weight.shape:
-            raise ValueError(f"masks[{name!r}] must have shape {tuple(layers[name].weight.shape)}, "
-                             f"got {tuple(mask.shape)}")
-    for name, mask in masks.items():
+        checked[name] = require_mask(mask, layers[name].weight, f"masks[{name!r}]")
+    for name, mask in checked.items():
         prune.custom_from_mask(layers[name], "weight", mask)
 
 
@@ -183,8 +274,14 @@ def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linea
     """For each layer, the L2 norm of each input feature over every row of a calibration batch.
 
     Runs ``model(x)`` once with forward hooks. Returns name -> ``(in_features,)``: the
-    ``||X_j||`` of Wanda's score (all tokens of all examples count as rows).
+    ``||X_j||`` of Wanda's score (all tokens of all examples count as rows). ``layers``: name ->
+    ``nn.Linear`` of ``model``; each must run during ``model(x)``, except a layer with no weights
+    (a GPT layer with 0 heads skips its projections), whose norms are zeros.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    layers = require_layers(model, layers)
+    require_tensor(x, "x")
     sums: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -199,7 +296,12 @@ def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linea
     finally:
         for handle in handles:
             handle.remove()
-    return {name: total.sqrt() for name, total in sums.items()}
+    unused = [name for name, layer in layers.items() if name not in sums and layer.weight.numel()]
+    if unused:
+        raise ValueError(f"layers {unused} never ran during model(x): pass layers that model's forward uses")
+    return {name: sums[name].sqrt() if name in sums else
+            torch.zeros(layer.in_features, dtype=layer.weight.dtype, device=layer.weight.device)
+            for name, layer in layers.items()}
 
 
 def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, amount: float) -> torch.Tensor:
@@ -215,11 +317,15 @@ def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, amount: float) 
         bool ``(out_features, in_features)``, True = keep.
     """
     amount = require_fraction(amount, "amount")
-    if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D, got shape {tuple(weight.shape)}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D tensor, got {getattr(weight, 'shape', type(weight).__name__)}")
+    if norms is not None and not isinstance(norms, torch.Tensor):
+        raise TypeError(f"norms must be a torch.Tensor or None, got {type(norms).__name__}")
     if norms is not None and norms.shape != (weight.shape[1],):
         raise ValueError(f"norms must have shape ({weight.shape[1]},) (one per input feature), "
                          f"got {tuple(norms.shape)}")
+    if norms is not None and norms.device != weight.device:
+        raise ValueError(f"norms must be on the weight's device {weight.device}, got {norms.device}")
     scores = weight.detach().abs() * (1 if norms is None else norms[None, :])
     k = round(amount * weight.shape[1])
     keep = torch.ones_like(scores, dtype=torch.bool)

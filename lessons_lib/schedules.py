@@ -9,6 +9,10 @@ training budget:
   of the weights still alive), fine-tuning in between;
 - gradual (cubic): Zhu & Gupta (2017), "To prune, or not to prune", arXiv:1710.01878. Sparsity
   rises fast at first, when many redundant weights can go, and slowly near the end.
+
+Targets and ``final`` are fractions in [0, 1] (floats; the int 1 is refused as ambiguous).
+A plan prunes at least once, at most once per epoch, at int epochs, to targets that never
+decrease (:func:`check_plan`).
 """
 
 from __future__ import annotations
@@ -21,21 +25,55 @@ import torch
 from torch import nn
 
 from .data import Split
-from .models import MLP
-from .pruning import get_masks, prune_global_to, prune_layerwise_to
+from .models import MLP, linear_layers
+from .pruning import _linear_sparsity, get_masks, layer_sparsities, prune_global_to, prune_layerwise_to
 from .repro import seed_everything
-from .training import accuracy, train, train_together
-from .validate import require_fraction, require_positive_int
+from .training import accuracy, check_split, train, train_together
+from .validate import require_fraction, require_int, require_number, require_positive_int
 
 Plan = list[tuple[int, float]]
+
+
+def check_plan(plan: object, epochs: int) -> dict[int, float]:
+    """``plan`` as ``{epoch: target}`` if it is a valid plan for ``epochs`` epochs, else a clear error.
+
+    A plan is a non-empty list of ``(epoch, target)`` pairs: int epochs in ``[0, epochs)``, each
+    at most once (one pruning per epoch), fractions in [0, 1] that never decrease over the epochs.
+    """
+    epochs = require_positive_int(epochs, "epochs")
+    if not isinstance(plan, (list, tuple)):
+        raise TypeError(f"plan must be a list of (epoch, target) pairs, got {type(plan).__name__}")
+    if not plan:
+        raise ValueError("plan must hold at least one (epoch, target) pair: a plan that never prunes "
+                         "is plain training (training.train)")
+    targets: dict[int, float] = {}
+    for i, pair in enumerate(plan):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise TypeError(f"plan[{i}] must be an (epoch, target) pair, got {pair!r}")
+        epoch = require_int(pair[0], f"plan[{i}]'s epoch")
+        if not 0 <= epoch < epochs:
+            raise ValueError(f"plan epochs must be in [0, {epochs}), got {sorted(e for e, _ in plan)}")
+        if epoch in targets:
+            raise ValueError(f"plan prunes twice in epoch {epoch}: give each epoch at most one target, got {plan}")
+        targets[epoch] = require_fraction(pair[1], f"plan[{i}]'s target")
+    ordered = [targets[e] for e in sorted(targets)]
+    if ordered != sorted(ordered):
+        raise ValueError(f"plan targets must not decrease over the epochs (masks are never undone), got {plan}")
+    return targets
 
 
 def cubic_sparsity(step: float, final: float, start: float, end: float, initial: float = 0.0) -> float:
     """Zhu & Gupta's schedule: ``final + (initial - final) * (1 - (step - start) / (end - start)) ** 3``.
 
     ``initial`` before ``start``, ``final`` from ``end`` on, a cubic rise in between.
+    ``final`` and ``initial`` are fractions in [0, 1] with ``initial <= final``; ``step``,
+    ``start`` and ``end`` finite numbers with ``start < end``.
     """
     final, initial = require_fraction(final, "final"), require_fraction(initial, "initial")
+    for value, name in ((step, "step"), (start, "start"), (end, "end")):
+        require_number(value, name)
+    if initial > final:
+        raise ValueError(f"initial must be <= final (sparsity only rises), got initial={initial}, final={final}")
     if not end > start:
         raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
     progress = min(max((step - start) / (end - start), 0.0), 1.0)
@@ -43,13 +81,14 @@ def cubic_sparsity(step: float, final: float, start: float, end: float, initial:
 
 
 def one_shot_plan(final: float) -> Plan:
-    """Prune to ``final`` at epoch 0."""
+    """Prune to ``final`` (a fraction in [0, 1]) at epoch 0."""
     return [(0, require_fraction(final, "final"))]
 
 
 def iterative_plan(final: float, epochs: int, steps: int) -> Plan:
     """``steps`` prunings at epochs ``0, epochs/steps, ...``; after step k the sparsity is
-    ``1 - (1 - final) ** (k / steps)``, so every step keeps the same fraction of the survivors."""
+    ``1 - (1 - final) ** (k / steps)``, so every step keeps the same fraction of the survivors.
+    ``final`` is a fraction in [0, 1]."""
     final = require_fraction(final, "final")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
     if steps > epochs:
@@ -59,8 +98,8 @@ def iterative_plan(final: float, epochs: int, steps: int) -> Plan:
 
 def cubic_plan(final: float, epochs: int, steps: int, end: int | None = None) -> Plan:
     """``steps`` prunings at equally spaced epochs in ``[0, end)`` following :func:`cubic_sparsity`
-    from 0 (before epoch 0) to ``final`` (at the last pruning); the epochs after it recover.
-    ``end`` defaults to two thirds of ``epochs``."""
+    from 0 (before epoch 0) to ``final`` (a fraction in [0, 1], at the last pruning); the epochs
+    after it recover. ``end`` defaults to two thirds of ``epochs``."""
     final = require_fraction(final, "final")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
     end = round(2 * epochs / 3) if end is None else require_positive_int(end, "end")
@@ -78,16 +117,24 @@ def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: 
     ``scope="global"`` prunes all Linear weights against one threshold (:func:`prune_global_to`);
     ``scope="layer-wise"`` brings every layer to the target (:func:`prune_layerwise_to`).
     Returns the validation accuracy after each epoch (see :func:`training.train`).
+
+    Every argument, the whole plan included, is checked before the first step: a bad target
+    late in the plan raises before any training or pruning.
     """
     if scope not in ("global", "layer-wise"):
         raise ValueError(f"scope must be 'global' or 'layer-wise', got {scope!r}")
     prune_to = prune_global_to if scope == "global" else prune_layerwise_to
+    layers = linear_layers(model)
     epochs = require_positive_int(epochs, "epochs")
-    targets = dict(plan)
-    if any(not 0 <= e < epochs for e in targets):
-        raise ValueError(f"plan epochs must be in [0, {epochs}), got {sorted(targets)}")
-    if [t for _, t in sorted(plan)] != sorted(t for _, t in plan):
-        raise ValueError(f"plan targets must not decrease over the epochs, got {plan}")
+    targets = check_plan(plan, epochs)
+    if max(targets.values()) == 0:
+        raise ValueError(f"plan never prunes (every target is 0), got {plan}: use training.train for that")
+    check_split(data, model)
+    now = _linear_sparsity(layers) if scope == "global" else max(layer_sparsities(model).values(), default=0.0)
+    first = targets[min(targets)]
+    if first < now - 1e-9:
+        raise ValueError(f"plan's first target {first} is below the model's current {scope} sparsity "
+                         f"{now:.4f}; masks are never undone")
 
     def prune_on_schedule(epoch: int) -> None:
         if epoch in targets:
@@ -98,9 +145,9 @@ def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: 
 
 
 def sparsity_per_epoch(plan: Plan, epochs: int) -> list[float]:
-    """The overall sparsity in force during each of ``epochs`` epochs under ``plan``."""
-    epochs = require_positive_int(epochs, "epochs")
-    targets, current, curve = dict(plan), 0.0, []
+    """The overall sparsity in force during each of ``epochs`` epochs under ``plan`` (a plan as
+    :func:`check_plan` accepts)."""
+    targets, current, curve = check_plan(plan, epochs), 0.0, []
     for epoch in range(epochs):
         current = targets.get(epoch, current)
         curve.append(current)
@@ -138,9 +185,14 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
     a phase train together (:func:`training.train_together`), which is what lets 5 seeds x 4
     targets x 3 schedules run in well under a minute on one CPU core.
     """
-    seeds, targets = list(seeds), [require_fraction(t, f"targets[{i}]") for i, t in enumerate(targets)]
+    for name, values in (("seeds", seeds), ("targets", targets)):
+        if not isinstance(values, (list, tuple)):
+            raise TypeError(f"{name} must be a list, got {type(values).__name__} {values!r}")
+    seeds = [require_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds)]
+    targets = [require_fraction(t, f"targets[{i}]") for i, t in enumerate(targets)]
     if not seeds or not targets:
         raise ValueError(f"seeds and targets must not be empty, got {seeds} and {targets}")
+    check_split(data)
     require_positive_int(pretrain_epochs, "pretrain_epochs")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
     if 2 * steps > round(2 * epochs / 3):           # checked before any training starts

@@ -21,7 +21,9 @@ def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
     Args:
         weight: any shape, e.g. ``(out_features, in_features)`` for a Linear layer.
         amount: a float fraction in [0, 1] (prunes ``round(amount * weight.numel())`` entries,
-            Python's round, halves to even, exactly as ``torch.nn.utils.prune``) or an int count.
+            Python's round, halves to even, exactly as ``torch.nn.utils.prune``) or an int count
+            of entries in [0, n] (this function takes counts, like ``prune``). The int 1 is
+            refused as ambiguous: write ``1.0`` to prune everything.
 
     Returns:
         A bool tensor with ``weight``'s shape; True = keep. It has exactly the requested
@@ -48,17 +50,19 @@ def random_mask(
 
     Args:
         weight: any shape; only its shape and size are used.
-        amount: fraction in [0, 1] or int count, as in :func:`magnitude_mask`.
-        generator: optional ``torch.Generator`` for a repeatable draw.
+        amount: a float fraction in [0, 1] or an int count (not 1), as in :func:`magnitude_mask`.
+        generator: optional ``torch.Generator`` (on the CPU) for a repeatable draw.
 
     Returns:
-        A bool tensor with ``weight``'s shape (True = keep) with exactly the requested number
-        of False entries.
+        A bool tensor with ``weight``'s shape and device (True = keep) with exactly the
+        requested number of False entries.
     """
     weight = require_tensor(weight, "weight")
     k = amount_to_count(amount, weight.numel())
-    chosen = torch.randperm(weight.numel(), generator=generator)[:k]
-    keep = torch.ones(weight.numel(), dtype=torch.bool)
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
+    chosen = torch.randperm(weight.numel(), generator=generator)[:k].to(weight.device)
+    keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
     keep[chosen] = False
     return keep.view(weight.shape)
 
@@ -89,26 +93,32 @@ class LayerSparsity(NamedTuple):
 
     @property
     def sparsity(self) -> float:
-        return self.zeros / self.total
+        """``zeros / total``; a layer with no weights at all counts as 0 (nothing is pruned)."""
+        return self.zeros / self.total if self.total else 0.0
 
 
 def sparsity_report(model: nn.Module, name: str = "weight") -> list[LayerSparsity]:
     """Per-layer zeros of every module in ``model`` that has a parameter called ``name``.
 
     Works before pruning, while masks are attached (it reads the masked ``weight``) and after
-    ``prune.remove``. Biases are not counted: pruning methods leave them alone.
+    ``prune.remove``. Biases are not counted: pruning methods leave them alone. A layer with no
+    weights at all (a GPT layer pruned to 0 heads or 0 FFN neurons) has no sparsity and no row.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str (a parameter name), got {type(name).__name__} {name!r}")
     rows = []
     for path, module in model.named_modules():
         own = dict(module.named_parameters(recurse=False))
         if name in own or name + "_orig" in own:
             weight = getattr(module, name)
+            if weight.numel() == 0:
+                continue
             rows.append(LayerSparsity(path or type(module).__name__, tuple(weight.shape),
                                       weight.numel(), int((weight == 0).sum())))
     if not rows:
-        raise ValueError(f"model has no module with a parameter named {name!r}")
+        raise ValueError(f"model has no module with a parameter named {name!r} (holding at least one entry)")
     return rows
 
 
@@ -120,15 +130,20 @@ def model_sparsity(model: nn.Module, name: str = "weight") -> float:
 
 def format_sparsity_report(rows: list[LayerSparsity]) -> str:
     """A fixed-width table of :func:`sparsity_report` rows, with a total line."""
+    if not isinstance(rows, (list, tuple)):
+        raise TypeError(f"rows must be a list of LayerSparsity (from sparsity_report), got {type(rows).__name__}")
     if not rows:
         raise ValueError("rows must hold at least one LayerSparsity, got an empty list")
+    if not all(isinstance(r, LayerSparsity) for r in rows):
+        raise TypeError(f"rows must hold LayerSparsity rows (from sparsity_report), got "
+                        f"{sorted({type(r).__name__ for r in rows})}")
     width = max(len("total"), *(len(r.layer) for r in rows))
     lines = [f"{'layer':<{width}}  {'shape':>12}  {'weights':>9}  {'zeros':>9}  sparsity"]
     for r in rows:
         shape = "x".join(map(str, r.shape))
         lines.append(f"{r.layer:<{width}}  {shape:>12}  {r.total:>9,}  {r.zeros:>9,}  {r.sparsity:>7.1%}")
     total, zeros = sum(r.total for r in rows), sum(r.zeros for r in rows)
-    lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / total:>7.1%}")
+    lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / max(total, 1):>7.1%}")
     return "\n".join(lines)
 
 
@@ -147,7 +162,7 @@ def n_m_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     weight = require_tensor(weight, "weight")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
-    if not (isinstance(m, int) and isinstance(n, int) and 0 < n < m):
+    if isinstance(n, bool) or isinstance(m, bool) or not (isinstance(m, int) and isinstance(n, int) and 0 < n < m):
         raise ValueError(f"n and m must be ints with 0 < n < m, got n={n!r}, m={m!r}")
     if weight.shape[1] % m:
         raise ValueError(f"weight.shape[1] must be divisible by m={m}, got {weight.shape[1]}")

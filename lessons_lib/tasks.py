@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .validate import require_positive_int
+from .validate import require_int, require_lr, require_module, require_number, require_positive_int
 
 PLUS, EQUALS = 10, 11
 
@@ -37,26 +37,50 @@ class Addition(NamedTuple):
 
 def _digits(numbers: torch.Tensor, width: int) -> torch.Tensor:
     """(n,) ints -> (n, width) digits, most significant first."""
-    powers = 10 ** torch.arange(width - 1, -1, -1)
-    return numbers[:, None] // powers % 10
+    powers = 10 ** torch.arange(width - 1, -1, -1, device=numbers.device)
+    return numbers[:, None].long() // powers % 10
+
+
+def _check_operands(a: object, b: object, n_digits: int) -> None:
+    """``a`` and ``b``: int tensors ``(n,)`` of numbers in ``[0, 10**n_digits)``."""
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor of ints, got {type(t).__name__}")
+        if t.dim() != 1 or t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"{name} must be a 1-D int tensor (n,), got shape {tuple(t.shape)} of {t.dtype}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= 10 ** n_digits):
+            raise ValueError(f"{name} must hold numbers in [0, {10 ** n_digits}) (n_digits={n_digits}), "
+                             f"got values from {int(t.min())} to {int(t.max())}")
+    if a.shape != b.shape or a.device != b.device:
+        raise ValueError(f"a and b must have the same length and device, got {tuple(a.shape)} on {a.device} "
+                         f"and {tuple(b.shape)} on {b.device}")
 
 
 def encode(a: torch.Tensor, b: torch.Tensor, n_digits: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs and answers for problems a + b: x (n, 3n+2) = a + b = and the answer but its last
-    digit (teacher forcing); y (n, n+1) = the sum, zero-padded to n+1 digits."""
+    digit (teacher forcing); y (n, n+1) = the sum, zero-padded to n+1 digits. ``a`` and ``b``
+    are int tensors ``(n,)`` of numbers that fit ``n_digits`` digits (0 to 10**n_digits - 1);
+    the results are int64 on their device."""
+    n_digits = require_positive_int(n_digits, "n_digits")
+    _check_operands(a, b, n_digits)
+    a, b = a.long(), b.long()
     answer = _digits(a + b, n_digits + 1)                                         # e.g. 0579
     n = len(a)
-    full = torch.cat([_digits(a, n_digits), torch.full((n, 1), PLUS), _digits(b, n_digits),
-                      torch.full((n, 1), EQUALS), answer], dim=1)
+    full = torch.cat([_digits(a, n_digits), torch.full((n, 1), PLUS, device=a.device), _digits(b, n_digits),
+                      torch.full((n, 1), EQUALS, device=a.device), answer], dim=1)
     return full[:, :-1], answer
 
 
 def addition_task(n_digits: int = 3, n_train: int = 20_000, n_val: int = 1_000, n_test: int = 2_000,
                   seed: int = 0) -> Addition:
-    """Disjoint random problems with operands in [0, 10**n_digits)."""
+    """Disjoint random problems with operands in [0, 10**n_digits); ``n_train``, ``n_val`` and
+    ``n_test`` are ints >= 1 that together fit the ``10**(2 * n_digits)`` distinct problems."""
+    if isinstance(n_digits, bool) or not isinstance(n_digits, int) or not 1 <= n_digits <= 4:
+        raise ValueError(f"n_digits must be in [1, 4], got {n_digits!r}")
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        require_positive_int(value, name)
+    require_int(seed, "seed", 0)
     space = 10 ** (2 * n_digits)
-    if not 1 <= n_digits <= 4:
-        raise ValueError(f"n_digits must be in [1, 4], got {n_digits}")
     if n_train + n_val + n_test > space:
         raise ValueError(f"n_train + n_val + n_test must be <= {space} distinct problems, "
                          f"got {n_train + n_val + n_test}")
@@ -68,13 +92,46 @@ def addition_task(n_digits: int = 3, n_train: int = 20_000, n_val: int = 1_000, 
     return Addition(n_digits, *parts)
 
 
+def _check_tokens(model: nn.Module, t: object, name: str, dims: int = 2) -> torch.Tensor:
+    """``t`` if it is a non-empty int tensor of token ids the model knows (its config's vocab)."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(t).__name__}")
+    if t.dim() != dims or t.numel() == 0 or t.dtype != torch.int64:
+        raise ValueError(f"{name} must be a non-empty {dims}-D int64 tensor of token ids, "
+                         f"got shape {tuple(t.shape)} of {t.dtype}")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    low, high = int(t.min()), int(t.max())
+    if low < 0 or (vocab is not None and high >= vocab):
+        raise ValueError(f"{name} must hold token ids in [0, {vocab if vocab is not None else 'vocab'}), "
+                         f"got values from {low} to {high}")
+    return t
+
+
+def check_problems(model: nn.Module, x: object, y: object) -> None:
+    """``x`` ``(n, T)`` problems and ``y`` ``(n, d)`` answer digits (``d < T``), as the model takes them."""
+    require_module(model, "model")
+    _check_tokens(model, x, "x")
+    _check_tokens(model, y, "y")
+    block = getattr(getattr(model, "config", None), "block_size", None)
+    if block is not None and x.shape[1] > block:
+        raise ValueError(f"x must have at most block_size={block} tokens per problem, got {x.shape[1]}")
+    if y.shape[0] != x.shape[0] or not y.shape[1] < x.shape[1]:
+        raise ValueError(f"y must hold one answer per problem in x, shorter than the problem: x has shape "
+                         f"{tuple(x.shape)}, y {tuple(y.shape)}")
+    param = next(model.parameters(), None)
+    if param is not None and (x.device != param.device or y.device != param.device):
+        raise ValueError(f"x and y must be on the model's device {param.device}, got {x.device} and {y.device}")
+
+
 def answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Tensor:
     """Logits the model gives for the answer digits: (n, n_answer, vocab)."""
     return model(x)[:, -n_answer:]
 
 
 def answer_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy on the answer digits only (the problem itself is given, not predicted)."""
+    """Cross-entropy on the answer digits only (the problem itself is given, not predicted).
+    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits; returns a 0-d tensor."""
+    check_problems(model, x, y)
     logits = answer_logits(model, x, y.shape[1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
@@ -85,7 +142,10 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
     With teacher forcing each digit is predicted from the true digits before it; if all of them
     are right, greedy generation writes exactly this answer, so this equals generation accuracy.
+    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits.
     """
+    check_problems(model, x, y)
+    require_positive_int(batch_size, "batch_size")
     was_training = model.training
     model.eval()
     correct = 0
@@ -104,10 +164,15 @@ def train_on_task(model: nn.Module, task: Addition, steps: int, lr: float = 3e-3
     Works unchanged on pruned models (masks stay in force through prune's hooks). The batches
     come from a generator seeded with ``seed``, so the same call gives the same weights.
     """
+    require_module(model, "model")
+    if not isinstance(task, Addition):
+        raise TypeError(f"task must be a tasks.Addition (from addition_task), got {type(task).__name__}")
     require_positive_int(steps, "steps")
     require_positive_int(batch_size, "batch_size")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    require_lr(lr)
+    require_number(weight_decay, "weight_decay", minimum=0)
+    require_int(seed, "seed", 0)
+    check_problems(model, task.x_train, task.y_train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     model.train()

@@ -17,19 +17,87 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .models import MLP, linear_layers
-from .validate import require_positive_int
+from .validate import require_callable, require_int, require_lr, require_module, require_positive_int
+
+
+def check_inputs(model: nn.Module | None, x: object, name: str = "x") -> torch.Tensor:
+    """``x`` if it is a non-empty 2-D float tensor ``(n, features)`` with ``model``'s dtype and
+    device (when ``model`` is given)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor (n, features), got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[0] == 0 or not x.is_floating_point():
+        raise ValueError(f"{name} must be a non-empty 2-D float tensor (n, features), "
+                         f"got shape {tuple(x.shape)} of {x.dtype}")
+    param = None if model is None else next(model.parameters(), None)
+    if param is not None and (param.dtype, param.device) != (x.dtype, x.device):
+        raise ValueError(f"{name} is {x.dtype} on {x.device} but model's parameters are {param.dtype} on "
+                         f"{param.device}: convert one to the other (e.g. {name}.to(model's dtype))")
+    return x
+
+
+def check_labels(y: object, n: int, classes: int, name: str = "y") -> torch.Tensor:
+    """``y`` if it is an int64 tensor ``(n,)`` of class indices in ``[0, classes)``."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices, got {type(y).__name__}")
+    if y.shape != (n,) or y.dtype != torch.int64:
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},) (one label per example), "
+                         f"got shape {tuple(y.shape)} of {y.dtype}")
+    if int(y.min()) < 0 or int(y.max()) >= classes:
+        raise ValueError(f"{name} must hold class indices in [0, {classes}) (the model's outputs), "
+                         f"got values from {int(y.min())} to {int(y.max())}")
+    return y
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
+    """``model(x)`` in eval mode (the mode is restored), ``(n, classes)``; a failure names ``x``."""
+    was_training = model.training
+    model.eval()
+    try:
+        logits = model(x)
+    except (RuntimeError, IndexError) as error:
+        raise ValueError(f"model could not run on {name} of shape {tuple(x.shape)}: {error}") from error
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or logits.shape[:1] != x.shape[:1] or logits.dim() != 2:
+        raise ValueError(f"model must map {name} (n, features) to logits (n, classes), got "
+                         f"{getattr(logits, 'shape', type(logits).__name__)}")
+    return logits
+
+
+def check_examples(model: nn.Module, x: object, y: object, logits: torch.Tensor | None = None) -> None:
+    """Inputs ``x`` ``(n, features)`` and labels ``y`` ``(n,)`` that ``model`` can be scored on:
+    the model runs on ``x[:1]`` (or ``logits`` of all of ``x`` are given) to learn its classes."""
+    require_module(model, "model")
+    x = check_inputs(model, x)
+    if isinstance(y, torch.Tensor) and y.dim() >= 1 and y.shape[0] != x.shape[0]:
+        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
+    classes = (_logits(model, x[:1]) if logits is None else logits).shape[1]
+    check_labels(y, x.shape[0], classes)
 
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """Fraction of ``x`` (``(n, features)``) whose arg-max logit equals ``y`` (``(n,)``)."""
-    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
-    was_training = model.training
-    model.eval()
-    correct = (model(x).argmax(dim=1) == y).sum().item()
-    model.train(was_training)
-    return correct / len(y)
+    require_module(model, "model")
+    logits = _logits(model, check_inputs(model, x))
+    check_examples(model, x, y, logits)
+    return (logits.argmax(dim=1) == y).sum().item() / len(y)
+
+
+def check_split(data: object, model: nn.Module | None = None) -> Split:
+    """``data`` if it is a :class:`data.Split` of float inputs ``(n, features)`` and int64 labels
+    ``(n,)``; with ``model``, its dtype, device, input width and number of classes must fit too."""
+    if not isinstance(data, Split):
+        raise TypeError(f"data must be a lessons_lib.data.Split (from digits_split), got {type(data).__name__}")
+    for part in ("train", "val", "test"):
+        x = check_inputs(model, getattr(data, f"x_{part}"), f"data.x_{part}")
+        if x.shape[1] != data.x_train.shape[1]:
+            raise ValueError(f"data.x_{part} must have {data.x_train.shape[1]} features like data.x_train, "
+                             f"got {x.shape[1]}")
+        classes = _logits(model, x[:1], f"data.x_{part}").shape[1] if model is not None else 2 ** 62
+        check_labels(getattr(data, f"y_{part}"), x.shape[0], classes, f"data.y_{part}")
+    return data
 
 
 def train(
@@ -55,11 +123,14 @@ def train(
         on_epoch_start: called as ``on_epoch_start(epoch)`` before each epoch (0-based): the
             hook gradual pruning uses to prune on a schedule.
         progress: show a ``tqdm`` progress bar.
+
+    Every argument is checked once, before the first step (``data`` against ``model``).
     """
-    require_positive_int(epochs, "epochs")
-    require_positive_int(batch_size, "batch_size")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    require_module(model, "model")
+    _check_loop(epochs, lr, batch_size, seed, on_epoch_start)
+    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    check_split(data, model)
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
@@ -75,6 +146,16 @@ def train(
             optimizer.step()
         history.append(accuracy(model, data.x_val, data.y_val))
     return history
+
+
+def _check_loop(epochs: object, lr: object, batch_size: object, seed: object, on_epoch_start: object) -> None:
+    """The loop arguments :func:`train` and :func:`train_together` share."""
+    require_positive_int(epochs, "epochs")
+    require_positive_int(batch_size, "batch_size")
+    require_lr(lr)
+    require_int(seed, "seed", 0)
+    if on_epoch_start is not None:
+        require_callable(on_epoch_start, "on_epoch_start")
 
 
 # --- many small models at once ------------------------------------------------------------------
@@ -95,7 +176,7 @@ def _stack(models: Sequence[nn.Module]) -> tuple[list[nn.Parameter], list[nn.Par
         weights.append(nn.Parameter(torch.stack([_values(layer).detach().T for layer in layers])))
         biases.append(nn.Parameter(torch.stack([layer.bias.detach()[None] for layer in layers])))
         masks.append(torch.stack([getattr(layer, "weight_mask", torch.ones_like(layer.weight)).T
-                                  for layer in layers]).float())
+                                  for layer in layers]).to(weights[-1].dtype))
     return weights, biases, masks
 
 
@@ -136,12 +217,16 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
         raise ValueError("models must not carry a pruned bias: train_together holds weight masks only")
     if len({m.sizes for m in models}) != 1:
         raise ValueError(f"models must all have the same sizes, got {sorted({m.sizes for m in models})}")
+    if not isinstance(seeds, (list, tuple)):
+        raise TypeError(f"seeds must be a list of one int per model, got {type(seeds).__name__}")
     if len(seeds) != len(models):
         raise ValueError(f"seeds must hold one seed per model ({len(models)}), got {len(seeds)}")
-    require_positive_int(epochs, "epochs")
-    require_positive_int(batch_size, "batch_size")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr!r}")
+    for i, seed in enumerate(seeds):
+        require_int(seed, f"seeds[{i}]", 0)
+    if len({(p.dtype, p.device) for p in params}) != 1:
+        raise ValueError("models must all have the same dtype and device")
+    _check_loop(epochs, lr, batch_size, 0, on_epoch_start)
+    check_split(data, models[0])
     weights, biases, masks = _stack(models)
     # Adam works element by element, so one Adam over the stacked tensors is R independent Adams.
     # fused=True is PyTorch's single-kernel Adam: same update, less Python overhead per step.

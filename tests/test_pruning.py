@@ -88,7 +88,7 @@ def test_remove_masks_and_masks_round_trip(mlp):
 
 
 def test_apply_masks_errors(mlp):
-    with pytest.raises(ValueError, match=r"masks\['layers.0'\] must have shape \(16, 8\), got \(8, 16\)"):
+    with pytest.raises(ValueError, match=r"masks\['layers.0'\] must have the weight's shape \(16, 8\), got \(8, 16\)"):
         pr.apply_masks(mlp, {"layers.0": torch.ones(8, 16, dtype=torch.bool)})
     with pytest.raises(ValueError, match="masks has a key 'fc1'"):
         pr.apply_masks(mlp, {"fc1": torch.ones(16, 8, dtype=torch.bool)})
@@ -112,7 +112,7 @@ def test_allocate_prefers_cheap_layers():
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (({"a": [1, 1]}, [0.1, 0.5], {"a": 10}, 0.3), "amounts must be increasing and start at 0"),
+    (({"a": [1, 1]}, [0.1, 0.5], {"a": 10}, 0.3), "amounts must be strictly increasing and start at 0"),
     (({"a": [1, 1]}, [0.0, 0.5], {"b": 10}, 0.3), "scan and sizes must name the same layers"),
     (({"a": [1, 1]}, [0.0, 0.5], {"a": 10}, 0.8), r"target 0.8 is above what amounts allow \(0.5\)"),
 ])
