@@ -4,14 +4,19 @@ import copy
 
 import pytest
 import torch
+from torch.nn.utils import prune
 
 from lessons_lib.gpt import GPT, GPTConfig, load_gpt, save_gpt
 from lessons_lib.gpt_structured import (
+    answer_loss_with_masks,
     ffn_importance,
     head_importance_ablation,
     head_importance_gradient,
     head_importance_norm,
+    head_slices,
+    prune_to,
     slim_gpt,
+    top_indices,
 )
 
 
@@ -51,20 +56,12 @@ def test_slim_gpt_equals_masked_model(config, keep_heads, keep_ffn):
         assert torch.equal(rebuilt(x), slim(x))
 
 
-def test_slim_gpt_leaves_model_alone_and_checks_inputs():
+def test_slim_gpt_leaves_model_alone():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=11))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     slim_gpt(model, {0: [1]}, {1: [3, 4]})
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(ValueError, match=r"keep for layer 0 heads must be distinct indices in \[0, 3\], got \[1, 4\]"):
-        slim_gpt(model, {0: [1, 4]})
-    with pytest.raises(ValueError, match=r"keep for layer 1 FFN must be distinct indices"):
-        slim_gpt(model, keep_ffn={1: [2, 2]})
-    with pytest.raises(ValueError, match=r"layer index must be in \[0, 1\], got 2"):
-        slim_gpt(model, {2: [0]})
-    with pytest.raises(TypeError, match="model must be a GPT, got Linear"):
-        slim_gpt(torch.nn.Linear(2, 2))
 
 
 def test_importance_scores_shapes_and_ablation_meaning():
@@ -83,22 +80,18 @@ def test_importance_scores_shapes_and_ablation_meaning():
 
 
 def test_top_indices_and_prune_to():
-    from lessons_lib.gpt_structured import prune_to, top_indices
-
     assert top_indices(torch.tensor([0.1, 0.9, 0.5, 0.9]), 2) == [1, 3]
-    with pytest.raises(ValueError, match=r"n must be in \[0, 3\], got 4"):
-        top_indices(torch.ones(3), 4)
+    assert top_indices(torch.zeros(0), 0) == []
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[3, 2], ffn=[16, 8], block_size=11)).eval()
     x, y = torch.randint(0, 12, (20, 11)), torch.randint(0, 10, (20, 4))
     slim = prune_to(model, [2, 1], [8, 4], x, y, x)
     assert slim.config.heads == [2, 1] and slim.config.ffn == [8, 4]
-    ablation = head_importance_ablation(model, x, y)
-    masked_heads = [torch.zeros(3).index_fill_(0, torch.tensor(top_indices(ablation[0], 2)), 1.0),
-                    torch.zeros(2).index_fill_(0, torch.tensor(top_indices(ablation[1], 1)), 1.0)]
-    assert masked_heads[0].sum() == 2
-    with pytest.raises(ValueError, match=r"heads and ffn must give one count per layer \(2\)"):
-        prune_to(model, [2], [8, 4], x, y, x)
+    ablation, ffn_scores = head_importance_ablation(model, x, y), ffn_importance(model, x)
+    same = slim_gpt(model, {0: top_indices(ablation[0], 2), 1: top_indices(ablation[1], 1)},
+                    {0: top_indices(ffn_scores[0], 8), 1: top_indices(ffn_scores[1], 4)}).eval()
+    with torch.no_grad():
+        assert torch.equal(slim.eval()(x), same(x))
 
 
 def test_head_explorer_reacts_and_leaves_model_alone():
@@ -158,3 +151,270 @@ def test_remove_heads_checker_catches_mistakes():
         with pytest.raises(ExerciseFailure) as info:
             check_remove_heads(fn)
         assert expected in str(info.value)
+
+
+# --- masks from torch.nn.utils.prune, dtype, device, aliasing --------------------------------------
+
+def _pruned_everywhere(model):
+    """Masks on every Linear (the output head included, as prune_layerwise does without layers=),
+    rows of fc1 (ln_structured), the token embedding and a LayerNorm."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            prune.l1_unstructured(module, "weight", amount=0.3)
+    prune.ln_structured(model.blocks[0].fc1, "weight", amount=0.25, n=2, dim=0)
+    prune.l1_unstructured(model.tok_emb, "weight", amount=0.2)
+    prune.l1_unstructured(model.ln_f, "weight", amount=0.5)
+    return model
+
+
+def test_slim_gpt_of_a_pruned_model_computes_the_masked_model():
+    """It used to load with strict=False, skipping head.weight_orig: a random output head."""
+    torch.manual_seed(0)
+    model = _pruned_everywhere(GPT(GPTConfig(block_size=11)).eval())
+    x = torch.randint(0, 12, (16, 11))
+    with torch.no_grad():
+        assert torch.equal(slim_gpt(model).eval()(x), model(x))
+        keep_heads, keep_ffn = {0: [0, 3], 1: [2]}, {1: list(range(0, 256, 3))}
+        reference = copy.deepcopy(model)                      # remove by masking, on weight_orig
+        dropped = [j for j in range(256) if j not in keep_ffn[1]]
+        reference.blocks[1].fc1.weight_orig[dropped] = 0
+        reference.blocks[1].fc1.bias[dropped] = 0
+        head_masks = [torch.zeros(4).index_fill_(0, torch.tensor(keep_heads[i]), 1.0) for i in range(2)]
+        slim = slim_gpt(model, keep_heads, keep_ffn).eval()
+        assert (slim(x) - reference(x, head_masks)).abs().max() <= 1e-5
+    assert not any(prune.is_pruned(m) for m in slim.modules() if m is not slim) and not prune.is_pruned(slim)
+
+
+def test_slim_gpt_reads_masked_weights_fresh_after_an_optimizer_step():
+    torch.manual_seed(0)
+    model = _pruned_everywhere(GPT(GPTConfig(heads=[2, 2], ffn=[16, 16], block_size=11)))
+    x, y = torch.randint(0, 12, (8, 11)), torch.randint(0, 10, (8, 4))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    answer_loss_with_masks(model, x, y, None).backward()
+    optimizer.step()                                          # the `weight` attributes are now stale
+    with torch.no_grad():
+        assert torch.equal(slim_gpt(model)(x), model(x))
+
+
+def test_slim_gpt_keeps_dtype_device_and_mode():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11)).double().eval()
+    slim = slim_gpt(model, {0: [1]}, {1: [0, 5]})
+    assert {p.dtype for p in slim.parameters()} == {torch.float64} and not slim.training
+    x = torch.randint(0, 12, (4, 11))
+    masked, head_masks = _masked_reference(model, {0: [1]}, {1: [0, 5]})
+    with torch.no_grad():
+        assert (slim(x) - masked(x, [m.double() for m in head_masks])).abs().max() <= 1e-12
+    with torch.device("meta"):
+        on_meta = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8]))
+    assert {p.device.type for p in slim_gpt(on_meta, {0: [0]}, {1: [1, 2]}).parameters()} == {"meta"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_slim_gpt_on_cuda_stays_on_cuda():
+    model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11)).cuda().eval()
+    slim = slim_gpt(model, {0: [1]}, {1: [0, 5]})
+    assert {p.device.type for p in slim.parameters()} == {"cuda"}
+    x = torch.randint(0, 12, (4, 11), device="cuda")
+    assert [s.device.type for s in head_importance_gradient(model, x, x[:, -4:])] == ["cuda", "cuda"]
+
+
+@pytest.mark.parametrize(("keep_heads", "keep_ffn"),
+                         [({0: [1]}, {1: [2, 3]}), ({}, {}), ({0: [0, 1]}, {1: list(range(8))})],
+                         ids=["some", "nothing named", "keep all"])
+def test_slim_gpt_shares_nothing_and_fine_tuning_leaves_the_original(keep_heads, keep_ffn):
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11))
+    prune.l1_unstructured(model.head, "weight", amount=0.5)
+    before = {k: (v.clone(), v.untyped_storage().data_ptr()) for k, v in model.state_dict().items()}
+    ids = {id(p) for p in model.parameters()}
+    slim = slim_gpt(model, keep_heads, keep_ffn)
+    assert not {id(p) for p in slim.parameters()} & ids
+    assert not {p.untyped_storage().data_ptr() for p in slim.parameters()} & {ptr for _, ptr in before.values()}
+    x, y = torch.randint(0, 12, (8, 11)), torch.randint(0, 10, (8, 4))
+    optimizer = torch.optim.Adam(slim.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        answer_loss_with_masks(slim, x, y, None).backward()
+        optimizer.step()
+    assert all(torch.equal(v, before[k][0]) for k, v in model.state_dict().items())
+
+
+# --- layers without heads or FFN neurons ---------------------------------------------------------
+
+def test_scores_and_prune_to_on_layers_without_heads_or_ffn():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(heads=[0, 2], ffn=[6, 0], block_size=11)).eval()
+    x, y = torch.randint(0, 12, (10, 11)), torch.randint(0, 10, (10, 4))
+    for scores in (head_importance_gradient(model, x, y), head_importance_ablation(model, x, y),
+                   head_importance_norm(model)):
+        assert [tuple(s.shape) for s in scores] == [(0,), (2,)]
+    assert [tuple(s.shape) for s in ffn_importance(model, x)] == [(6,), (0,)]
+    slim = prune_to(model, [0, 1], [3, 0], x, y, x)
+    assert slim.config.heads == [0, 1] and slim.config.ffn == [3, 0]
+    nothing = slim_gpt(model, {1: []}, {0: []})
+    assert nothing.config.heads == [0, 0] and nothing.config.ffn == [0, 0]
+    for scores in (head_importance_gradient(nothing, x, y), head_importance_ablation(nothing, x, y),
+                   head_importance_norm(nothing), ffn_importance(nothing, x)):
+        assert [tuple(s.shape) for s in scores] == [(0,), (0,)]
+    for p in nothing.parameters():
+        p.requires_grad_(False)                                # no heads and nothing to train: zeros
+    assert [s.tolist() for s in head_importance_gradient(nothing, x, y)] == [[], []]
+    assert prune_to(nothing, [0, 0], [0, 0], x, y, x).config.heads == [0, 0]
+    with pytest.raises(ValueError, match=r"heads\[1\] must be in \[0, 0\] \(what layer 1 has\), got 1"):
+        prune_to(nothing, [0, 1], [0, 0], x, y, x)
+
+
+def test_head_gradient_leaves_parameter_gradients_alone():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11))
+    x, y = torch.randint(0, 12, (6, 11)), torch.randint(0, 10, (6, 4))
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    with torch.no_grad():
+        scores = head_importance_gradient(model, x, y)
+    assert all(s.shape == (2,) and (s > 0).all() for s in scores)
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
+
+
+# --- bad input: a clear error naming the argument, nothing changed -------------------------------
+
+def _gpt():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6], block_size=11)).eval()
+
+
+def _with(change):
+    model = _gpt()
+    change(model)
+    return model
+
+
+XG, YG = torch.randint(0, 12, (4, 11)), torch.randint(0, 10, (4, 4))
+SUB_GPT = type("MyGPT", (GPT,), {})(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6]))
+HOOKED_GPT = _with(lambda m: m.blocks[0].fc1.register_forward_pre_hook(lambda mod, inputs: None))
+LIED_CONFIG = _with(lambda m: setattr(m.config, "heads", [3, 3]))
+BAD_CONFIG = _with(lambda m: setattr(m.config, "heads", [2.5, 3]))
+SWAPPED_GPT = _with(lambda m: setattr(m.blocks[1], "fc1", torch.nn.Linear(16, 7)))
+
+
+BAD_GPT = [
+    # slim_gpt: model
+    (slim_gpt, (torch.nn.Linear(2, 2),), TypeError, "model must be a lessons_lib.gpt.GPT.*got Linear"),
+    (slim_gpt, ("gpt",), TypeError, "model must be a lessons_lib.gpt.GPT.*got str"),
+    (slim_gpt, (SUB_GPT,), TypeError, r"model must be a lessons_lib.gpt.GPT \(not a subclass.*got MyGPT"),
+    (slim_gpt, (HOOKED_GPT,), ValueError, "model has a forward hook on 'blocks.0.fc1'"),
+    (slim_gpt, (LIED_CONFIG,), ValueError, r"model does not match model.config: blocks.0.attn.q.weight should"),
+    (slim_gpt, (BAD_CONFIG,), ValueError, "model.config does not describe a GPT"),
+    (slim_gpt, (SWAPPED_GPT,), ValueError, r"blocks.1.fc1.weight should have shape \(6, 16\), got \(7, 16\)"),
+    # slim_gpt: keep_heads / keep_ffn
+    (slim_gpt, (_gpt(), [[0], [1]]), TypeError, "keep_heads must be a dict mapping layer index"),
+    (slim_gpt, (_gpt(), [(0, [1])]), TypeError, "keep_heads must be a dict"),
+    (slim_gpt, (_gpt(), "0:1"), TypeError, "keep_heads must be a dict"),
+    (slim_gpt, (_gpt(), 3), TypeError, "keep_heads must be a dict"),
+    (slim_gpt, (_gpt(), {0: [0.5, 1.7]}), TypeError, r"keep_heads\[0\] must hold int indices, got 0.5"),
+    (slim_gpt, (_gpt(), {0: torch.tensor([0.0, 1.0])}), TypeError, r"keep_heads\[0\] must hold int indices, got"),
+    (slim_gpt, (_gpt(), {0: [2]}), ValueError, r"keep_heads\[0\] must hold indices in \[0, 1\], got min 2"),
+    (slim_gpt, (_gpt(), {0: [1, 1]}), ValueError, r"keep_heads\[0\] must not repeat an index"),
+    (slim_gpt, (_gpt(), {0: [-1]}), ValueError, r"keep_heads\[0\] must hold indices in \[0, 1\], got min -1"),
+    (slim_gpt, (_gpt(), {5: [0]}), ValueError, r"keep_heads has layer 5; expected a layer index in range\(2\)"),
+    (slim_gpt, (_gpt(), {"0": [0]}), ValueError, "keep_heads has layer '0'"),
+    (slim_gpt, (_gpt(), {True: [0]}), ValueError, "keep_heads has layer True"),
+    (slim_gpt, (_gpt(), {0: "01"}), TypeError, r"keep_heads\[0\] must be a list or 1-D tensor"),
+    (slim_gpt, (_gpt(), {0: 1}), TypeError, r"keep_heads\[0\] must be a list or 1-D tensor .*got int"),
+    (slim_gpt, (_gpt(), {0: torch.tensor([True, False])}), TypeError, r"keep_heads\[0\] must hold indices, got a bool"),
+    (slim_gpt, (_gpt(), {0: [True]}), TypeError, r"keep_heads\[0\] must hold int indices, got True"),
+    (slim_gpt, (_gpt(), None, {0: [0.5]}), TypeError, r"keep_ffn\[0\] must hold int indices"),
+    (slim_gpt, (_gpt(), None, {0: [8]}), ValueError, r"keep_ffn\[0\] must hold indices in \[0, 7\]"),
+    (slim_gpt, (_gpt(), None, {1: [0, 0]}), ValueError, r"keep_ffn\[1\] must not repeat"),
+    (slim_gpt, (_gpt(), None, {2: [0]}), ValueError, "keep_ffn has layer 2"),
+    (slim_gpt, (_gpt(), None, {0: [[0, 1]]}), TypeError, r"keep_ffn\[0\] must hold int indices, got \[0, 1\]"),
+    (slim_gpt, (_gpt(), None, {0: torch.tensor([[0, 1]])}), ValueError, r"keep_ffn\[0\] must be 1-D"),
+    (slim_gpt, (_gpt(), None, [0, 1]), TypeError, "keep_ffn must be a dict"),
+    # scores: model, x, y
+    (head_importance_gradient, (torch.nn.Linear(2, 2), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
+    (head_importance_gradient, (_gpt(), XG.float(), YG), TypeError, "x must hold int token ids, got dtype"),
+    (head_importance_gradient, (_gpt(), XG.numpy(), YG), TypeError, "x must be a torch.Tensor of token ids"),
+    (head_importance_gradient, (_gpt(), XG.tolist(), YG), TypeError, "x must be a torch.Tensor of token ids"),
+    (head_importance_gradient, (_gpt(), torch.full((4, 11), 12), YG), ValueError, r"x must hold token ids in \["),
+    (head_importance_gradient, (_gpt(), torch.full((4, 11), -1), YG), ValueError, r"x must hold token ids in \["),
+    (head_importance_gradient, (_gpt(), torch.zeros(4, 12, dtype=torch.long), YG), ValueError,
+     r"x must have shape \(batch, length\) .*\[1, 11\] \(block_size\), got \(4, 12\)"),
+    (head_importance_gradient, (_gpt(), XG[0], YG), ValueError, r"x must have shape \(batch, length\)"),
+    (head_importance_gradient, (_gpt(), XG[:0], YG[:0]), ValueError, "x must have shape .* batch >= 1"),
+    (head_importance_gradient, (_gpt(), XG[..., None], YG), ValueError, r"x must have shape \(batch, length\)"),
+    (head_importance_gradient, (_gpt(), XG, YG[:3]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_importance_gradient, (_gpt(), XG, YG.float()), TypeError, "y must hold int token ids"),
+    (head_importance_gradient, (_gpt(), XG, torch.full((4, 4), 12)), ValueError, r"y must hold token ids in \[0, 11\]"),
+    (head_importance_gradient, (_gpt(), XG, torch.zeros(4, 12, dtype=torch.long)), ValueError,
+     r"y must have shape \(4, digits\) with 1 <= digits <= 11"),
+    (head_importance_gradient, (_gpt(), XG, YG[:, 0]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_importance_gradient, (_gpt(), XG, "0579"), TypeError, "y must be a torch.Tensor of answer tokens"),
+    (head_importance_ablation, (object(), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
+    (head_importance_ablation, (_gpt(), XG.bool(), YG), TypeError, "x must hold int token ids, got dtype torch.bool"),
+    (head_importance_ablation, (_gpt(), XG, YG[:, :0]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_importance_ablation, (LIED_CONFIG, XG, YG), ValueError, "model does not match model.config"),
+    (head_importance_norm, (None,), TypeError, "model must be a lessons_lib.gpt.GPT, got NoneType"),
+    (head_importance_norm, (SWAPPED_GPT,), ValueError, "model does not match model.config"),
+    (ffn_importance, ([_gpt()], XG), TypeError, "model must be a lessons_lib.gpt.GPT, got list"),
+    (ffn_importance, (_gpt(), XG.double()), TypeError, "x must hold int token ids"),
+    (ffn_importance, (_gpt(), torch.zeros(2, 17, dtype=torch.long)), ValueError, r"x must have shape \(batch,"),
+    (ffn_importance, (_gpt(), None), TypeError, "x must be a torch.Tensor of token ids"),
+    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2)]), TypeError, r"masks must be None or a list of one"),
+    (answer_loss_with_masks, (_gpt(), XG, YG, "ones"), TypeError, r"masks must be None or a list"),
+    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError,
+     r"masks\[1\] must be a float tensor of shape \(3,\)"),
+    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2), torch.ones(3, dtype=torch.long)]), ValueError,
+     r"masks\[1\] must be a float tensor"),
+    # top_indices, head_slices
+    (top_indices, ([0.1, 0.2], 1), TypeError, "scores must be a 1-D torch.Tensor of scores, got list"),
+    (top_indices, (torch.ones(3), 4), ValueError, r"n must be in \[0, 3\], got 4"),
+    (top_indices, (torch.ones(3), -1), ValueError, r"n must be in \[0, 3\], got -1"),
+    (top_indices, (torch.ones(3), True), TypeError, "n must be an int count, got bool True"),
+    (top_indices, (torch.ones(3), 1.5), TypeError, "n must be an int count, got float 1.5"),
+    (top_indices, (torch.ones(3), "2"), TypeError, "n must be an int count, got str"),
+    (top_indices, (torch.tensor([0.5, float("nan")]), 1), ValueError, r"scores holds NaN \(index 1\)"),
+    (top_indices, (torch.ones(2, 2), 1), ValueError, r"scores must be 1-D"),
+    (head_slices, (1.5, 4), ValueError, "head must be an int >= 0, got 1.5"),
+    (head_slices, (-1, 4), ValueError, "head must be an int >= 0, got -1"),
+    (head_slices, (1, 0), ValueError, "head_dim must be an int >= 1, got 0"),
+    (head_slices, (True, 4), ValueError, "head must be an int >= 0, got True"),
+    # prune_to
+    (prune_to, (SUB_GPT, [1, 1], [4, 3], XG, YG, XG), TypeError, r"model must be a .*GPT \(not a subclass"),
+    (prune_to, (_gpt(), [1], [4, 3], XG, YG, XG), ValueError, r"heads must give one count per layer \(2\), got \[1\]"),
+    (prune_to, (_gpt(), [3, 1], [4, 3], XG, YG, XG), ValueError, r"heads\[0\] must be in \[0, 2\] \(what layer 0"),
+    (prune_to, (_gpt(), [-1, 1], [4, 3], XG, YG, XG), ValueError, r"heads\[0\] must be in \[0, 2\]"),
+    (prune_to, (_gpt(), [1.5, 1], [4, 3], XG, YG, XG), TypeError, r"heads\[0\] must be an int count, got float 1.5"),
+    (prune_to, (_gpt(), [True, 1], [4, 3], XG, YG, XG), TypeError, r"heads\[0\] must be an int count, got bool True"),
+    (prune_to, (_gpt(), "12", [4, 3], XG, YG, XG), TypeError, "heads must be a list with one count per layer"),
+    (prune_to, (_gpt(), {0: 1, 1: 1}, [4, 3], XG, YG, XG), TypeError, "heads must be a list with one count per layer"),
+    (prune_to, (_gpt(), None, [4, 3], XG, YG, XG), TypeError, "heads must be a list"),
+    (prune_to, (_gpt(), [1, 1], [9, 3], XG, YG, XG), ValueError, r"ffn\[0\] must be in \[0, 8\]"),
+    (prune_to, (_gpt(), [1, 1], [4, 7], XG, YG, XG), ValueError, r"ffn\[1\] must be in \[0, 6\]"),
+    (prune_to, (_gpt(), [1, 1], [2.5, 1], XG, YG, XG), TypeError, r"ffn\[0\] must be an int count"),
+    (prune_to, (_gpt(), [1, 1], [4], XG, YG, XG), ValueError, r"ffn must give one count per layer \(2\)"),
+    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG, XG.float()), TypeError, "calibration must hold int token ids"),
+    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG, torch.zeros(2, 17, dtype=torch.long)), ValueError,
+     r"calibration must have shape \(batch, length\)"),
+    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG[:2], XG), ValueError, r"y must have shape \(4, digits\)"),
+    (prune_to, (_gpt(), [1, 1], [4, 3], XG + 12, YG, XG), ValueError, r"x must hold token ids in \[0, 11\]"),
+    (prune_to, (HOOKED_GPT, [1, 1], [4, 3], XG, YG, XG), ValueError, "model has a forward hook"),
+]
+
+
+@pytest.mark.parametrize(("fn", "args", "error", "message"), BAD_GPT,
+                         ids=[f"{i}-{fn.__name__}" for i, (fn, *_) in enumerate(BAD_GPT)])
+def test_bad_input_gets_a_clear_error_and_changes_nothing(fn, args, error, message):
+    models = [a for a in args if isinstance(a, torch.nn.Module)]
+    before = [_fingerprint(m) for m in models]
+    with pytest.raises(error, match=message):
+        fn(*args)
+    assert [_fingerprint(m) for m in models] == before
+
+
+def _fingerprint(model):
+    """Values, parameter identities, hooks and modes, as comparable plain data."""
+    tensors = [(k, id(v), v.detach().tolist()) for k, v in [*model.named_parameters(), *model.named_buffers()]]
+    modules = [(k, sorted(m._forward_pre_hooks), sorted(m._forward_hooks), m.training)
+               for k, m in model.named_modules()]
+    return tensors, modules
