@@ -8,14 +8,18 @@ calling one does not disturb a lesson's seeded state.
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 import traceback
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from torch import nn
 
 from .assignment import Score, held_out_problems, score_submission
 from .gpt import GPT, Attention, load_checkpoint
-from .sparsity import magnitude_mask
 from .tasks import addition_task
 
 
@@ -28,8 +32,23 @@ class ExerciseFailure(AssertionError):
                 for i, line in enumerate(str(self).splitlines())]
 
 
-def _call(fn: Callable, fn_name: str, *args: object) -> object:
-    """Call the learner's ``fn``; turn "not implemented" and crashes into plain messages."""
+_TORCH_DIR = os.path.dirname(torch.__file__)
+
+
+def _learner_line(error: Exception) -> str:
+    """Where in the learner's code ``error`` happened (the last frame outside torch)."""
+    frames = traceback.extract_tb(error.__traceback__)[1:]             # [0] is _call itself
+    own = [f for f in frames if not f.filename.startswith(_TORCH_DIR)] or frames
+    return f"\nat line {own[-1].lineno} of {own[-1].name}: {own[-1].line}" if own else ""
+
+
+def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
+          hint: Callable[[Exception], str | None] | None = None) -> object:
+    """Call the learner's ``fn``; turn "not implemented" and crashes into plain messages.
+
+    ``where`` names the case (shapes, amount, keep ...); ``hint(error)`` may return advice for
+    the exception that a usual mistake causes (or None).
+    """
     if not callable(fn):
         raise ExerciseFailure(f"expected your function {fn_name}, got {type(fn).__name__} {fn!r}")
     try:
@@ -40,42 +59,191 @@ def _call(fn: Callable, fn_name: str, *args: object) -> object:
             "with your code, run that cell, then run this check again."
         ) from None
     except Exception as error:
-        frame = traceback.extract_tb(error.__traceback__)[-1]
-        raise ExerciseFailure(
-            f"{fn_name} raised {type(error).__name__}: {error}\n"
-            f"at line {frame.lineno} of {frame.name}: {frame.line}"
-        ) from error
+        case = f" for {where}" if where else ""
+        tip = hint(error) if hint is not None else None
+        if isinstance(error, TypeError) and len(traceback.extract_tb(error.__traceback__)) == 1:
+            tip = f"the check calls {fn_name} with {len(args)} arguments; give your function exactly those parameters."
+        raise ExerciseFailure(f"{fn_name} raised {type(error).__name__}{case}: {error}{_learner_line(error)}"
+                              + (f"\nHint: {tip}" if tip else "")) from error
 
 
 def _passed(fn_name: str, n_cases: int) -> None:
     print(f"✓ {fn_name} passes all {n_cases} checks.")
 
 
+def _values(t: torch.Tensor) -> str:
+    """``t``'s entries as nested lists, each number in its shortest exact form (0.05, not 0.0500000007)."""
+    def show(a: np.ndarray) -> str:
+        return str(a[()]) if a.ndim == 0 else "[" + ", ".join(show(row) for row in a) + "]"
+    text = show(t.detach().cpu().numpy())
+    return text if t.dtype == torch.float32 else f"{text} ({str(t.dtype).removeprefix('torch.')})"
+
+
+def _fmt(x: float) -> str:
+    """All the digits of a float, so two different numbers never print alike (0.9 vs 0.8999999761581421)."""
+    return repr(float(x))
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, np.ndarray):
+        return f"a {value.ndim}-d numpy array"
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__module__.replace('builtins', 'a Python')} {type(value).__name__}"
+
+
+def _got(value: object) -> str:
+    """What came back, in words: its kind and value (or a hint when it is None)."""
+    if value is None:
+        return "None (is a `return` missing?)"
+    return f"{_kind(value)} {_shown(value)}"
+
+
+def _shown(value: object) -> str:
+    """``value`` as the learner would write it: 2.0 for a numpy float too (not np.float64(2.0))."""
+    size = value.numel() if isinstance(value, torch.Tensor) else value.size if isinstance(value, np.ndarray) else 1
+    if size > 6:
+        return "(values not shown)"
+    return str(value) if isinstance(value, np.generic) else repr(value)
+
+
+def _rounded_to(got: float, expected: float) -> int | None:
+    """The number of decimals ``expected`` was rounded to, if ``got`` is that (else None)."""
+    return next((d for d in range(1, 7) if got == round(expected, d) != expected), None)
+
+
+def _as_number(result: object, fn_name: str, where: str) -> float:
+    """A learner's number as a float: Python, numpy (any float or int type) or a one-entry tensor."""
+    if isinstance(result, torch.Tensor) and result.numel() == 1 and result.dtype != torch.bool \
+            and not result.dtype.is_complex:
+        return float(result.item())
+    if isinstance(result, np.ndarray) and result.size == 1 and result.dtype.kind in "fiu":
+        return float(result.item())
+    if isinstance(result, numbers.Real) and not isinstance(result, bool | np.bool_):
+        return float(result)
+    raise ExerciseFailure(f"{where}: {fn_name} should return one number (a float), got {_got(result)}.")
+
+
+def _shared_tensor(new: nn.Module, new_name: str, old: dict[str, torch.Tensor]) -> str | None:
+    """Name the first parameter of ``new`` that is, or shares memory with, one of ``old``."""
+    for name, p in new.named_parameters():
+        for old_name, q in old.items():
+            if p is q:
+                return f"{new_name}.{name} is {old_name} itself"
+            if p.untyped_storage().data_ptr() == q.untyped_storage().data_ptr():
+                return f"{new_name}.{name} shares its memory with {old_name}"
+    return None
+
+
+def _require_dtype(where: str, modules: dict[str, nn.Module], dtype: torch.dtype) -> None:
+    """Every parameter of ``modules`` must keep the original ``dtype`` (a slim model computes the same way)."""
+    for module_name, module in modules.items():
+        for name, p in module.named_parameters():
+            if p.dtype != dtype:
+                raise ExerciseFailure(f"{where}: {module_name}.{name} is {str(p.dtype).removeprefix('torch.')}, the "
+                                      f"original is {str(dtype).removeprefix('torch.')}: keep its dtype (e.g. "
+                                      "nn.Linear(..., dtype=layer.weight.dtype)).")
+
+
+_ALIAS_HINT = ("the new module must own new tensors, or fine-tuning the slim model would change the "
+               "original too. Copy the kept slices: indexing with a list or tensor of indices makes a copy, "
+               "then .copy_() into a fresh layer under torch.no_grad() (also when every unit is kept).")
+
+
+def _module_hint(error: Exception) -> str | None:
+    """Advice for the exceptions that building a smaller layer usually raises."""
+    text = str(error)
+    if "leaf Variable that requires grad" in text:
+        return "copy into a new layer's parameters inside `with torch.no_grad():`."
+    if "cannot assign" in text and "as parameter" in text:
+        return ("a module's weight must be an nn.Parameter: copy into it with .copy_() under "
+                "torch.no_grad(), or wrap the tensor in nn.Parameter(...).")
+    return None
+
+
+def _is_shape_error(error: Exception) -> bool:
+    text = str(error)
+    return isinstance(error, IndexError) or (isinstance(error, RuntimeError) and any(
+        word in text for word in ("size", "shape", "out of bounds", "index")))
+
+
+def _count_zeros_cases() -> list[torch.Tensor]:
+    return [torch.tensor([0.0, 1.5, 0.0, -2.0]),
+            torch.tensor([[0.0, 0.0], [0.0, 0.0]]),
+            torch.tensor([[1.0, -1.0, 0.5], [0.0, 3.0, 0.0]]),
+            torch.tensor([0.0, 0.05, -0.3, -0.0, 1e-8, 0.45, 2.0, 1e-30]),       # small non-zeros; -0.0 is 0
+            torch.tensor([[0.0, 1e-300], [-0.0, 0.25]], dtype=torch.float64),     # 1e-300 is 0 in float32
+            torch.zeros(2, 0)]
+
+
+def _count_mistake(t: torch.Tensor, got: object, expected: int) -> str | None:
+    """Name the mistake behind ``got`` for tensor ``t`` (or None when ``got`` is right)."""
+    where = f"for {_values(t)}" if t.numel() else f"for an empty tensor of shape {tuple(t.shape)}"
+    if isinstance(got, bool) or not isinstance(got, int | np.integer):
+        fraction = (isinstance(got, float | np.floating) and t.numel() and not got.is_integer()
+                    and abs(got - expected / t.numel()) < 1e-6)
+        return (f"{where} expected the int {expected}, got {_got(got)}"
+                + ("; that is the FRACTION of zeros, count them instead" if fraction else "")
+                + ". Return a Python int, e.g. with .item() or int(...).")
+    if got == expected:
+        return None
+    if got == t.numel() - expected:
+        return (f"{where} you returned {got}, the number of NON-zero entries; count the zeros "
+                f"instead (expected {expected}).")
+    near = t[t != 0].flatten()
+    near = near[near.abs().argsort()][:got - expected]           # the non-zeros closest to 0
+    if expected < got and near.numel() == got - expected and bool(near.abs().max() < 1):
+        return (f"{where} expected {expected} zeros, got {got}: you also counted entries that are close to "
+                f"zero but not zero ({', '.join(str(v) for v in near.numpy())}). A pruned weight is "
+                "exactly 0: count t == 0, with no tolerance and no conversion to another dtype.")
+    return f"{where} expected {expected} zeros, got {got!r}."
+
+
 def check_count_zeros(count_zeros: Callable[[torch.Tensor], int]) -> None:
-    """Lesson 00's warm-up: ``count_zeros(t)`` returns how many entries of ``t`` are exactly 0."""
-    cases = [torch.tensor([0.0, 1.5, 0.0, -2.0]),
-             torch.tensor([[0.0, 0.0], [0.0, 0.0]]),
-             torch.tensor([[1.0, -1.0, 0.5], [0.0, 3.0, 0.0]])]
+    """Lesson 00's warm-up: ``count_zeros(t)`` returns how many entries of ``t`` are exactly 0,
+    as a Python int (a numpy integer is accepted too; a float, a tensor or a numpy array is not)."""
+    cases = _count_zeros_cases()
     for t in cases:
         before = t.clone()
-        got = _call(count_zeros, "count_zeros", t)
-        expected = int((t == 0).sum())
+        where = f"t = {_values(t)}" if t.numel() else f"t of shape {tuple(t.shape)}"
+        got = _call(count_zeros, "count_zeros", t, where=where)
         if not torch.equal(t, before):
-            raise ExerciseFailure("count_zeros changed the tensor it was given; it should only read it.")
-        if isinstance(got, torch.Tensor):
-            raise ExerciseFailure(f"count_zeros returned a tensor ({got!r}); return a Python int, "
-                                  "e.g. with .item() or int(...).")
-        if got == t.numel() - expected and got != expected:
-            raise ExerciseFailure(f"for {t.tolist()} you returned {got}, the number of NON-zero "
-                                  f"entries; count the zeros instead (expected {expected}).")
-        if got != expected:
-            raise ExerciseFailure(f"for {t.tolist()} expected {expected} zeros, got {got!r}.")
+            raise ExerciseFailure(f"{where}: count_zeros changed the tensor it was given; it should only read it.")
+        mistake = _count_mistake(t, got, int((t == 0).sum()))
+        if mistake:
+            raise ExerciseFailure(mistake)
     _passed("count_zeros", len(cases))
 
 
+ROUNDING = ("Python's round(amount * n), which sends halves to the even neighbour (round(2.5) = 2, "
+            "round(3.5) = 4), as torch.nn.utils.prune and the library do")
+TIES = ("with tied magnitudes at the cut-off, any of them may be pruned as long as the count is k: the library "
+        "prunes the ones first in weight.flatten() order, torch.topk may pick others, and both are right")
+
+
+def _other_roundings(x: float) -> dict[str, int]:
+    """What the usual wrong rounding rules make of ``x = amount * n`` where they differ from round(x)."""
+    if abs(x - round(x)) < 1e-9:                     # a whole number up to float noise: all rules agree
+        return {}
+    rules = {"floor (int(x) or math.floor)": math.floor(x), "ceil (math.ceil)": math.ceil(x),
+             "round-half-up (int(x + 0.5))": math.floor(x + 0.5)}
+    return {name: value for name, value in rules.items() if value != round(x)}
+
+
+def _rounding_mistake(amount: float, n: int, got: int) -> str | None:
+    """Say which usual rounding rule turns ``amount * n`` into ``got`` (None when none does)."""
+    x = amount * n
+    names = [name for name, value in _other_roundings(x).items() if value == got]
+    if not names:
+        return None
+    return (f" {amount} x {n} = {x:g}, and you rounded it with {' or '.join(names)} to {got}; the convention "
+            f"is {ROUNDING}: round({x:g}) = {round(x)}.")
+
+
 def _magnitude_cases() -> list[tuple[torch.Tensor, float]]:
-    """Weights of several shapes (distinct magnitudes, so the right answer is unique)."""
+    """Weights of several shapes and dtypes; fractional amount * n (both kinds of halves); ties."""
     g = torch.Generator().manual_seed(1234)
+    tied = torch.tensor([[0.5, -0.5, 0.25, 0.75], [0.25, -0.5, 0.75, -0.25]])      # |w|: three 0.25, three 0.5
     return [
         (torch.tensor([[0.3, -0.9, 0.05, 0.6], [-0.2, 0.8, -0.7, 0.1]]), 0.5),
         (torch.randn(50, 100, generator=g), 0.3),
@@ -83,13 +251,28 @@ def _magnitude_cases() -> list[tuple[torch.Tensor, float]]:
         (torch.randn(10, generator=g), 0.0),
         (torch.randn(7, 5, generator=g), 1.0),
         (torch.randn(20, 30, generator=g), 0.9),
+        (torch.randn(5, generator=g), 0.5),                       # 2.5 -> 2 (ceil and half-up say 3)
+        (torch.randn(7, generator=g), 0.5),                       # 3.5 -> 4 (floor says 3)
+        (torch.randn(2, 5, generator=g), 0.33),                   # 3.3 -> 3 (ceil says 4)
+        (torch.randn(10, generator=g), 0.77),                     # 7.7 -> 8 (floor says 7)
+        (torch.randn(6, 5, generator=g, dtype=torch.float64), 0.4),
+        (tied, 0.5),                                              # k = 4: the three 0.25s and one 0.5
+        (torch.tensor([[0.1, -0.1, 0.1], [-0.1, 0.1, 0.1]]), 0.5),   # every magnitude tied
     ]
+
+
+def _prunes_smallest(keep: torch.Tensor, scores: torch.Tensor, k: int) -> bool:
+    """Does the flat bool ``keep`` prune exactly ``k`` entries, none with a larger score than a kept one?"""
+    pruned = ~keep
+    if int(pruned.sum()) != k:
+        return False
+    return k in (0, keep.numel()) or bool(scores[pruned].max() <= scores[keep].min())
 
 
 def _as_keep_mask(result: object, weight: torch.Tensor, where: str) -> torch.Tensor:
     """Turn a learner's mask into bool (True = keep), or explain why it is not a mask."""
     if not isinstance(result, torch.Tensor):
-        raise ExerciseFailure(f"{where}: expected a torch.Tensor mask, got {type(result).__name__}.")
+        raise ExerciseFailure(f"{where}: expected a torch.Tensor mask, got {_got(result)}.")
     if result.shape != weight.shape:
         raise ExerciseFailure(f"{where}: the mask has shape {tuple(result.shape)} but the weight has "
                               f"shape {tuple(weight.shape)}; a mask must match the weight entry "
@@ -103,217 +286,452 @@ def _as_keep_mask(result: object, weight: torch.Tensor, where: str) -> torch.Ten
     return result.bool()
 
 
+def _wrong_count(weight: torch.Tensor, amount: float, zeros: int) -> str:
+    """Explain a mask that prunes ``zeros`` entries instead of round(amount * n)."""
+    scores = weight.detach().abs().flatten()
+    n, k = scores.numel(), round(amount * scores.numel())
+    text = f"expected round({amount} x {n}) = {k} zeros, your mask has {zeros}."
+    if k == 0:
+        return text + " amount=0 must prune nothing (kthvalue needs k >= 1, so handle k = 0 on its own)."
+    rounding = _rounding_mistake(amount, n, zeros)
+    if rounding:
+        return text + rounding
+    t = scores.kthvalue(k).values
+    tied = int((scores == t).sum())
+    if tied > 1 and zeros in (int((scores <= t).sum()), int((scores < t).sum())):
+        return (text + f" {tied} weights tie at |w| = {_fmt(t)}, the k-th smallest magnitude, so a threshold "
+                f"(|w| > t or |w| >= t) prunes all of them or none. {TIES[0].upper() + TIES[1:]}. Rank "
+                "with torch.topk(scores, k, largest=False) or a sort, not with a threshold.")
+    if zeros == k - 1 and zeros == int((scores < t).sum()):
+        return (text + " With a threshold t = kthvalue(k), the k-th smallest magnitude is itself pruned: "
+                "keep |w| > t (not >=).")
+    return text
+
+
+def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, amount: float) -> str | None:
+    """Name what is wrong with the bool keep-``mask`` (None when it is a right answer)."""
+    scores, keep = weight.detach().abs().flatten(), mask.flatten()
+    n, k = scores.numel(), round(amount * scores.numel())
+    if _prunes_smallest(keep, scores, k):
+        return None
+    inverted = _prunes_smallest(~keep, scores, k)
+    reversed_order = k not in (0, n) and _prunes_smallest(keep, -scores, k)
+    if inverted and reversed_order:                        # the same mask when k = n / 2
+        return ("your mask is exactly inverted: it kept the SMALLEST-magnitude weights and pruned the largest. "
+                "1/True means KEEP, 0/False means prune, and magnitude pruning keeps the largest |w|.")
+    if reversed_order:
+        return ("you kept the SMALLEST-magnitude weights and pruned the largest; magnitude pruning keeps the "
+                "largest |w|.")
+    if inverted:
+        return "your mask is exactly inverted. Here 1/True means KEEP and 0/False means prune."
+    if k not in (0, n) and _prunes_smallest(keep, weight.detach().flatten(), k):
+        return ("you ranked weights by their signed value, so large negative weights were pruned; rank by "
+                "magnitude with .abs().")
+    zeros = int((~keep).sum())
+    if zeros != k:
+        return _wrong_count(weight, amount, zeros)
+    lost = int(torch.where(~keep, scores, -1.0).argmax())         # the largest pruned magnitude ...
+    kept = int(torch.where(keep, scores, math.inf).argmin())      # ... is above the smallest kept one
+    flat = weight.detach().cpu().numpy().ravel()                  # numpy prints each entry's shortest form
+    return (f"the right number of zeros, but your mask prunes weight {str(flat[lost])} (flat index {lost}) "
+            f"and keeps the smaller-magnitude {str(flat[kept])} (flat index {kept}); every pruned |w| must be "
+            f"<= every kept |w|. ({TIES[0].upper() + TIES[1:]}.)")
+
+
 def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
     """Lesson 01's exercise: ``magnitude_mask(weight, amount)`` keeps the largest |weight|.
 
-    Compares with the library's (and so ``prune.l1_unstructured``'s) mask on six weights of
-    different shapes and amounts, including 0 and 1, and names the usual mistakes.
+    The reference is the library's :func:`~lessons_lib.sparsity.magnitude_mask` (and
+    ``prune.l1_unstructured``): exactly ``round(amount * n)`` entries are pruned (Python's round,
+    halves to even) and none of them is larger in magnitude than a kept one; among tied
+    magnitudes at the cut-off, any choice is accepted.
     """
     cases = _magnitude_cases()
     for weight, amount in cases:
-        where = f"weight of shape {tuple(weight.shape)}, amount={amount}"
+        shown = _values(weight) if weight.numel() <= 12 else f"of shape {tuple(weight.shape)}"
+        where = f"weight {shown}, amount={amount}"
         before = weight.clone()
-        result = _call(magnitude_mask_fn, "magnitude_mask", weight, amount)
+        result = _call(magnitude_mask_fn, "magnitude_mask", weight, amount, where=where, hint=_kthvalue_hint)
         if not torch.equal(weight, before):
             raise ExerciseFailure(f"{where}: magnitude_mask changed the weight in place; build a new "
                                   "mask tensor and leave the weight as it was.")
-        mask = _as_keep_mask(result, weight, where)
-        n, k = weight.numel(), round(amount * weight.numel())
-        expected = magnitude_mask(weight, amount)
-        if torch.equal(mask, expected):
-            continue
-        zeros = int((~mask).sum())
-        if k not in (0, n) and torch.equal(mask, ~magnitude_mask(weight, n - k)):
-            raise ExerciseFailure(f"{where}: you kept the SMALLEST-magnitude weights and pruned the "
-                                  "largest; magnitude pruning keeps the largest |w|.")
-        if torch.equal(mask, ~expected):
-            raise ExerciseFailure(f"{where}: your mask is exactly inverted. Here 1/True means KEEP "
-                                  "and 0/False means prune.")
-        if k not in (0, n) and torch.equal(mask, _signed_mask(weight, k)):
-            raise ExerciseFailure(f"{where}: you ranked weights by their signed value, so large "
-                                  "negative weights were pruned; rank by magnitude with .abs().")
-        if zeros != k:
-            hint = (" With a threshold t = kthvalue(k), the k-th smallest magnitude is itself pruned: "
-                    "keep |w| > t (not >=)." if abs(zeros - k) == 1 else "")
-            raise ExerciseFailure(f"{where}: expected round({amount} x {n}) = {k} zeros, your mask "
-                                  f"has {zeros}.{hint}" + (" amount=0 must prune nothing (kthvalue "
-                                  "needs k >= 1, so handle k = 0 on its own)." if k == 0 else ""))
-        wrong = (mask != expected).nonzero()[0].tolist()
-        raise ExerciseFailure(f"{where}: the right number of zeros, but {int((mask != expected).sum())} "
-                              f"entries differ from the magnitude mask, e.g. at index {wrong}: weight "
-                              f"{weight[tuple(wrong)].item():.3f} should be "
-                              f"{'kept' if expected[tuple(wrong)] else 'pruned'}.")
+        mistake = _mask_mistake(_as_keep_mask(result, weight, where), weight, amount)
+        if mistake:
+            raise ExerciseFailure(f"{where}: {mistake}")
     _passed("magnitude_mask", len(cases))
 
 
-def _signed_mask(weight: torch.Tensor, k: int) -> torch.Tensor:
-    """The mistake of pruning the k smallest *signed* values (bool, True = keep)."""
-    keep = torch.ones(weight.numel(), dtype=torch.bool)
-    keep[torch.sort(weight.flatten(), stable=True).indices[:k]] = False
-    return keep.view_as(weight)
+def _kthvalue_hint(error: Exception) -> str | None:
+    """Advice for the exceptions that computing k and calling kthvalue / topk usually raise."""
+    text = str(error)
+    if "kthvalue" in text and "out of range" in text:
+        return ("amount=0 prunes nothing: handle k = 0 before calling kthvalue (it counts from 1, so k = 0 "
+                "has no k-th smallest value).")
+    if "must be int, not float" in text:
+        return f"k must be an int: k = round(amount * n) ({ROUNDING})."
+    if "selected index k out of range" in text:
+        return "topk's k must be between 0 and the number of entries: k = round(amount * n)."
+    if "Sizes of tensors must match" in text:
+        return "flatten each tensor before torch.cat: torch.cat([w.abs().flatten() for w in weights])."
+    if isinstance(error, AttributeError) and "'list' object" in text:
+        return "weights is a list of tensors: concatenate their flattened magnitudes first (torch.cat)."
+    return None
 
 
-def _as_number(result: object, fn_name: str) -> float:
-    if isinstance(result, torch.Tensor) and result.numel() == 1:
-        return float(result)
-    if isinstance(result, int | float) and not isinstance(result, bool):
-        return float(result)
-    raise ExerciseFailure(f"{fn_name} should return a number (a float), got {type(result).__name__} {result!r}")
+def _close(got: float, expected: float, rel: float = 1e-6) -> bool:
+    """Equal up to float32 precision (relative 1e-6); an expected 0 must come back as 0."""
+    return abs(got - expected) <= rel * abs(expected)
+
+
+def _global_cases() -> list[tuple[list[torch.Tensor], float]]:
+    """Layers of different scales; fractional amount * N (both kinds of halves); ties; float64."""
+    g = torch.Generator().manual_seed(2024)
+    layers = [torch.randn(8, 6, generator=g), 0.2 * torch.randn(12, 8, generator=g), torch.randn(3, 12, generator=g)]
+    nine = [torch.randn(3, 2, generator=g), 0.5 * torch.randn(3, generator=g)]                 # N = 9
+    eleven = [torch.randn(2, 3, generator=g), 0.5 * torch.randn(5, generator=g)]               # N = 11
+    tied = [torch.tensor([[0.5, -0.5], [0.125, 0.375]]), torch.tensor([-0.125, 0.5, 0.375, -0.375])]
+    doubles = [torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(7, generator=g, dtype=torch.float64)]
+    return [(layers, 0.5), (layers, 0.9), (layers[:2], 0.25), ([layers[1]], 0.7), (layers, 0.0),
+            (nine, 0.5),            # 4.5 -> 4 (ceil and half-up say 5)
+            (eleven, 0.5),          # 5.5 -> 6 (floor says 5)
+            (eleven, 0.3),          # 3.3 -> 3 (ceil says 4)
+            (eleven, 0.7),          # 7.7 -> 8 (floor says 7)
+            (tied, 0.25), (tied, 0.5),
+            (doubles, 0.6)]
+
+
+def _threshold_mistake(weights: list[torch.Tensor], amount: float, got: float) -> str:
+    """Name the usual mistake that returns ``got`` instead of the global threshold."""
+    scores = torch.cat([w.abs().flatten() for w in weights]).sort().values
+    n, k = scores.numel(), round(amount * scores.numel())
+
+    def kth(j: int) -> float:
+        return scores[j - 1].item() if 1 <= j <= n else math.nan
+    if k == 0:
+        return "amount=0 prunes nothing, so the threshold is 0.0: return 0.0 when k = 0 (before calling kthvalue)."
+    rules = _other_roundings(amount * n)
+    for j in sorted(set(rules.values())):
+        if _close(got, kth(j)):
+            name = " or ".join(rule for rule, value in rules.items() if value == j)
+            return (f"you took the {j}-th smallest magnitude: {amount} x {n} = {amount * n:g} rounded with {name}; "
+                    f"the convention is {ROUNDING}: k = round({amount * n:g}) = {k}.")
+    per_layer = [w.abs().flatten().kthvalue(max(1, round(amount * w.numel()))).values.item() for w in weights]
+    if len(weights) > 1 and _close(got, sum(per_layer) / len(per_layer)):
+        return ("you averaged one threshold per layer; a global threshold ranks ALL weights together: "
+                "concatenate them first (torch.cat of flattened |w|).")
+    if len(weights) > 1 and any(_close(got, t) for t in per_layer):
+        return "that is one layer's own threshold; a global threshold ranks the weights of ALL layers together."
+    signed = torch.cat([w.flatten() for w in weights]).sort().values[k - 1].item()
+    if _close(got, signed):
+        return "you ranked signed values; rank magnitudes with .abs()."
+    distinct = scores.unique()
+    if k <= distinct.numel() < n and _close(got, distinct[k - 1].item()):
+        return ("you ranked the distinct magnitudes (unique()), so tied weights counted once; every weight "
+                f"counts: the k-th smallest of all N = {n} magnitudes (tied ones included).")
+    if _close(got, kth(k - 1)) or _close(got, kth(k + 1)):
+        return (f"off by one: you returned the {'(k-1)' if got < kth(k) else '(k+1)'}-th smallest magnitude; the "
+                f"threshold is the k-th, k = round({amount} x {n}) = {k} (kthvalue counts from 1; a sorted "
+                "tensor's index k - 1).")
+    if _close(got, torch.quantile(scores.double(), amount).item()):
+        return ("torch.quantile interpolates between neighbouring magnitudes; the threshold is an actual "
+                f"magnitude, the k-th smallest with k = round({amount} x {n}) = {k}.")
+    if got == k:
+        return f"you returned k = {k}, how many weights go; return the magnitude of the k-th smallest instead."
+    if _close(got, kth(k) ** 2):
+        return "you returned a squared magnitude; rank and return |w| (w.abs())."
+    decimals = _rounded_to(got, kth(k))
+    return f"you rounded the result to {decimals} decimals; return it as computed." if decimals else ""
 
 
 def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], float], float]) -> None:
     """Lesson 02's exercise: ``global_threshold(weights, amount)`` returns the magnitude of the
-    ``round(amount * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when amount is 0)."""
+    ``round(amount * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when amount is 0).
+
+    The reference is :func:`lessons_lib.pruning.global_threshold` (Python's round, halves to even;
+    with ties, the k-th smallest value is the same whichever tied entry is counted). Any number
+    type is accepted (Python, numpy, a one-entry tensor), equal within float32 precision.
+    """
     from .pruning import global_threshold
 
-    g = torch.Generator().manual_seed(2024)
-    layers = [torch.randn(8, 6, generator=g), 0.2 * torch.randn(12, 8, generator=g), torch.randn(3, 12, generator=g)]
-    cases = [(layers, 0.5), (layers, 0.9), (layers[:2], 0.25), ([layers[1]], 0.7), (layers, 0.0)]
+    cases = _global_cases()
     for weights, amount in cases:
-        shapes = [tuple(w.shape) for w in weights]
-        where = f"weights of shapes {shapes}, amount={amount}"
+        n = sum(w.numel() for w in weights)
+        where = f"weights of shapes {[tuple(w.shape) for w in weights]} (N = {n}), amount={amount}"
+        if weights[0].dtype != torch.float32:
+            where += f", dtype {str(weights[0].dtype).removeprefix('torch.')}"
         before = [w.clone() for w in weights]
-        got = _as_number(_call(global_threshold_fn, "global_threshold", list(weights), amount), "global_threshold")
+        result = _call(global_threshold_fn, "global_threshold", list(weights), amount, where=where,
+                       hint=_kthvalue_hint)
         if not all(torch.equal(w, b) for w, b in zip(weights, before, strict=True)):
             raise ExerciseFailure(f"{where}: global_threshold changed the weights it was given; only read them.")
-        expected = global_threshold(weights, amount)
-        if got == expected:
-            continue
-        scores = torch.cat([w.abs().flatten() for w in weights]).sort().values
-        k = round(amount * scores.numel())
-        per_layer = sum(w.abs().flatten().kthvalue(max(1, round(amount * w.numel()))).values.item()
-                        for w in weights) / len(weights)
-        signed = torch.cat([w.flatten() for w in weights]).kthvalue(max(k, 1)).values.item()
-        if k > 0 and abs(got - per_layer) < 1e-6 and len(weights) > 1:
-            raise ExerciseFailure(f"{where}: you averaged one threshold per layer ({got:.4f}); a global threshold "
-                                  "ranks ALL weights together: concatenate them first (torch.cat of flattened |w|).")
-        if k > 0 and abs(got - signed) < 1e-6:
-            raise ExerciseFailure(f"{where}: you ranked signed values ({got:.4f}); rank magnitudes with .abs().")
-        if 0 < k < len(scores) and got in (scores[k - 2].item() if k > 1 else None, scores[k].item()):
-            raise ExerciseFailure(f"{where}: off by one: you returned the {'(k-1)' if got < expected else '(k+1)'}-th "
-                                  f"smallest magnitude; the threshold is the k-th, k = round({amount} x {len(scores)}) "
-                                  f"= {k} (kthvalue counts from 1).")
-        raise ExerciseFailure(f"{where}: expected {expected:.6f}, got {got:.6f}.")
+        got, expected = _as_number(result, "global_threshold", where), global_threshold(weights, amount)
+        if not _close(got, expected):
+            mistake = _threshold_mistake(weights, amount, got)
+            raise ExerciseFailure(f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
+                                  + (f": {mistake}" if mistake else "."))
     _passed("global_threshold", len(cases))
+
+
+def _cubic_mistakes(step: float, final: float, start: float, end: float) -> dict[str, float]:
+    """What the usual mistakes return at this point: explanation -> value."""
+    def clamp(p: float) -> float:
+        return min(max(p, 0.0), 1.0)
+
+    def cubic(p: float) -> float:
+        return final * (1.0 - (1.0 - p) ** 3)
+    raw = (step - start) / (end - start)
+    p = clamp(raw)
+    right = "final * (1 - (1 - progress)**3)"
+    return {
+        f"you returned final * progress**3, which rises slowly at first; the cubic schedule rises FAST first: {right}.":
+            final * p ** 3,
+        f"you returned a straight line (final * progress); the schedule is cubic: {right}.": final * p,
+        f"your schedule goes DOWN (final * (1 - progress)**3); sparsity grows from 0 to final: {right}.":
+            final * (1 - p) ** 3,
+        "you used a square, (1 - progress)**2; the exponent is 3.": final * (1 - (1 - p) ** 2),
+        "you measured progress from step 0; progress = (step - start) / (end - start).": cubic(clamp(step / end)),
+        "you divided by end; progress = (step - start) / (end - start).": cubic(clamp((step - start) / end)),
+        "you divided with //, which rounds progress down to a whole number; use /.":
+            cubic(clamp((step - start) // (end - start))),
+        "outside [start, end] the sparsity stays at 0 (before) or final (after): clamp progress to [0, 1].":
+            cubic(raw),
+        "you returned a percentage; return a fraction in [0, 1].": 100 * cubic(p),
+    }
+
+
+def _cubic_hint(error: Exception) -> str | None:
+    if isinstance(error, TypeError) and "Tensor" in str(error):
+        return ("cubic_sparsity gets Python numbers, not tensors: clamp with min(max(progress, 0.0), 1.0) "
+                "(or turn them into tensors first).")
+    return None
 
 
 def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]) -> None:
     """Lesson 03's exercise: ``cubic_sparsity(step, final, start, end)`` is Zhu & Gupta's
     ``final * (1 - (1 - progress) ** 3)`` with ``progress = (step - start) / (end - start)``
-    clamped to [0, 1] (sparsity 0 before ``start``, ``final`` from ``end`` on)."""
+    clamped to [0, 1] (sparsity 0 before ``start``, ``final`` from ``end`` on).
+
+    The reference is :func:`lessons_lib.schedules.cubic_sparsity`; an answer within 1e-6 passes
+    (float32 arithmetic is fine), returned as any number type (Python, numpy, one-entry tensor).
+    """
     from .schedules import cubic_sparsity
 
     points = [(0, 0.9, 0, 10), (10, 0.9, 0, 10), (5, 0.9, 0, 10), (2.5, 0.8, 0, 10), (7, 0.95, 2, 12),
-              (-3, 0.9, 0, 10), (15, 0.9, 0, 10), (1, 0.5, 1, 5)]
+              (-3, 0.9, 0, 10), (15, 0.9, 0, 10), (1, 0.5, 1, 5), (1, 0.9, 0, 3), (4, 0.7, 3, 9), (1, 0.9, 2, 12)]
     for step, final, start, end in points:
         where = f"cubic_sparsity(step={step}, final={final}, start={start}, end={end})"
-        got = _as_number(_call(cubic_fn, "cubic_sparsity", step, final, start, end), "cubic_sparsity")
-        expected = cubic_sparsity(step, final, start, end)
-        if abs(got - expected) <= 1e-9:
+        result = _call(cubic_fn, "cubic_sparsity", step, final, start, end, where=where, hint=_cubic_hint)
+        got, expected = _as_number(result, "cubic_sparsity", where), cubic_sparsity(step, final, start, end)
+        if abs(got - expected) <= 1e-6:
             continue
-        progress = (step - start) / (end - start)
-        if abs(got - final * progress ** 3) < 1e-9:
-            raise ExerciseFailure(f"{where}: you returned final * progress**3 = {got:.4f}, which rises slowly at "
-                                  f"first; the cubic schedule rises FAST first: final * (1 - (1 - progress)**3) "
-                                  f"= {expected:.4f}.")
-        if abs(got - final * progress) < 1e-9:
-            raise ExerciseFailure(f"{where}: you returned a straight line ({got:.4f}); the schedule is cubic: "
-                                  f"final * (1 - (1 - progress)**3) = {expected:.4f}.")
-        if not 0 <= progress <= 1:
-            raise ExerciseFailure(f"{where}: expected {expected:.4f}, got {got:.4f}. Outside [start, end] the "
-                                  "sparsity stays at 0 (before) or final (after): clamp progress to [0, 1].")
-        raise ExerciseFailure(f"{where}: expected {expected:.4f}, got {got:.4f}.")
+        text = f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
+        reason = next((why for why, value in _cubic_mistakes(step, final, start, end).items()
+                       if abs(value - expected) > 1e-6 and abs(got - value) <= 1e-6), None)
+        rounded = _rounded_to(got, expected)
+        if reason is None and rounded is not None:
+            reason = f"you rounded the result to {rounded} decimals; return it as computed."
+        raise ExerciseFailure(f"{text}: {reason}" if reason else
+                              f"{text} (difference {abs(got - expected):.2g}; within 1e-6 passes).")
     _passed("cubic_sparsity", len(points))
+
+
+def _random_pair(n_in: int, width: int, n_out: int, g: torch.Generator) -> tuple[nn.Linear, nn.Linear]:
+    layer, next_layer = nn.Linear(n_in, width), nn.Linear(width, n_out)
+    with torch.no_grad():
+        for p in (*layer.parameters(), *next_layer.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g))
+    return layer, next_layer
+
+
+def _slim_pair_hint(error: Exception) -> str | None:
+    if _is_shape_error(error):
+        return ("a neuron of `layer` is a ROW of layer.weight (shape (width, in)): layer.weight[keep] and "
+                "layer.bias[keep]; in `next_layer` it is a COLUMN: next_layer.weight[:, keep], and "
+                "next_layer.bias stays whole.")
+    return _module_hint(error)
+
+
+def _slim_pair_diagnosis(layer: nn.Linear, next_layer: nn.Linear, keep: list[int],
+                         small: nn.Linear, following: nn.Linear) -> str:
+    """Which part of the returned pair is wrong, given that its outputs differ."""
+    w, b = small.weight.detach(), None if small.bias is None else small.bias.detach()
+    orders = [o for o in (keep, sorted(keep)) if torch.equal(w, layer.weight.detach()[o])]
+    if not orders:
+        return "small.weight should hold the kept neurons' rows, layer.weight[keep]."
+    order = orders[0]
+    if b is None or not torch.equal(b, layer.bias.detach()[order]):
+        return "the kept neurons' biases must come along: small.bias = layer.bias[keep]."
+    columns = following.weight.detach()
+    if not torch.equal(columns, next_layer.weight.detach()[:, order]):
+        if any(torch.equal(columns, next_layer.weight.detach()[:, o]) for o in (keep, sorted(keep))):
+            return ("the next layer's columns are not in the same order as the first layer's rows: use the "
+                    "same order (keep's) for both.")
+        return "following.weight should be the kept neurons' columns, next_layer.weight[:, keep]."
+    if following.bias is None or not torch.equal(following.bias.detach(), next_layer.bias.detach()):
+        return ("the next layer keeps its whole bias (one entry per output; no output is removed): copy "
+                "next_layer.bias into following.bias.")
+    return "check that the next layer keeps its own bias and the columns in the same order as keep."
+
+
+def _check_new_pair(where: str, layer: nn.Linear, next_layer: nn.Linear, keep: list[int], result: object) -> None:
+    """Type, shapes, new tensors and outputs of what ``slim_pair`` returned."""
+    if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, nn.Linear) for r in result)):
+        raise ExerciseFailure(f"{where}: expected a tuple of two nn.Linear, got {_got(result)}.")
+    small, following = result
+    if small is layer or following is next_layer:
+        raise ExerciseFailure(f"{where}: slim_pair returned the layers it was given; build new, smaller "
+                              "nn.Linear layers and copy the kept slices into them.")
+    (n_out, width), n_in, k = next_layer.weight.shape, layer.in_features, len(keep)
+    if small.weight.shape != (k, n_in):
+        hint = " You kept columns; a neuron is a ROW of layer.weight." if small.weight.shape == (width, k) else ""
+        raise ExerciseFailure(f"{where}: the first layer's weight should be {(k, n_in)} (one row per kept "
+                              f"neuron), got {tuple(small.weight.shape)}.{hint}")
+    if following.weight.shape != (n_out, k):
+        raise ExerciseFailure(f"{where}: the next layer must lose the same neurons as INPUT columns: weight "
+                              f"{(n_out, k)} expected, got {tuple(following.weight.shape)}.")
+    old = {f"layer.{n}": p for n, p in layer.named_parameters()} | \
+          {f"next_layer.{n}": p for n, p in next_layer.named_parameters()}
+    shared = _shared_tensor(small, "small", old) or _shared_tensor(following, "following", old)
+    if shared:
+        raise ExerciseFailure(f"{where}: {shared}; {_ALIAS_HINT}")
+    _require_dtype(where, {"small": small, "following": following}, layer.weight.dtype)
+    if not all(p.requires_grad for p in (*small.parameters(), *following.parameters())):
+        raise ExerciseFailure(f"{where}: some returned parameters do not require grad, so fine-tuning could not "
+                              "train them; copy into the new layers' own parameters instead.")
+    x = torch.randn(16, n_in, generator=torch.Generator().manual_seed(k))
+    with torch.no_grad():
+        hidden = torch.relu(layer(x))
+        hidden[:, [i for i in range(width) if i not in keep]] = 0
+        expected, got = next_layer(hidden), following(torch.relu(small(x)))
+    if not torch.allclose(got, expected, atol=1e-5):
+        raise ExerciseFailure(f"{where}: the outputs differ from the original pair with the other neurons removed "
+                              f"(max difference {float((got - expected).abs().max()):.3g}); "
+                              + _slim_pair_diagnosis(layer, next_layer, keep, small, following))
 
 
 def check_slim_pair(slim_pair_fn: Callable) -> None:
     """Lesson 04's exercise: ``slim_pair(layer, next_layer, keep)`` returns new, smaller
     ``(nn.Linear(in, k), nn.Linear(k, out))`` that compute what the pair computes when the
-    neurons not in ``keep`` are removed (their row, their bias and their column)."""
-    from torch import nn
+    neurons not in ``keep`` are removed (their row, their bias and their column).
 
+    The new layers must own new tensors (none shared with the given layers, also when every
+    neuron is kept); ``keep`` may be in any order (rows and columns then follow that order).
+    """
     g = torch.Generator().manual_seed(7)
-    cases = [((6, 5, 3), [0, 2, 4]), ((10, 8, 4), [1, 2, 3, 7]), ((4, 3, 2), [0, 1, 2]), ((5, 6, 3), [5])]
-    for (n_in, width, n_out), keep in cases:
-        layer, next_layer = nn.Linear(n_in, width), nn.Linear(width, n_out)
-        with torch.no_grad():
-            for p in (*layer.parameters(), *next_layer.parameters()):
-                p.copy_(torch.randn(p.shape, generator=g))
-        before = [p.detach().clone() for p in (*layer.parameters(), *next_layer.parameters())]
-        where = f"layer Linear({n_in}, {width}), next_layer Linear({width}, {n_out}), keep={keep}"
-        result = _call(slim_pair_fn, "slim_pair", layer, next_layer, torch.tensor(keep))
-        after = [p.detach() for p in (*layer.parameters(), *next_layer.parameters())]
-        if not all(torch.equal(a, b) for a, b in zip(before, after, strict=True)) or \
-                layer.weight.shape != (width, n_in) or next_layer.weight.shape != (n_out, width):
-            raise ExerciseFailure(f"{where}: slim_pair changed the layers it was given; build new nn.Linear "
-                                  "layers and copy the kept slices into them.")
-        if not (isinstance(result, tuple) and len(result) == 2 and all(isinstance(r, nn.Linear) for r in result)):
-            raise ExerciseFailure(f"{where}: expected a tuple of two nn.Linear, got {type(result).__name__}.")
-        small, following = result
-        if small is layer or following is next_layer:
-            raise ExerciseFailure(f"{where}: slim_pair returned the layers it was given; build new, smaller "
-                                  "nn.Linear layers and copy the kept slices into them.")
-        k = len(keep)
-        if small.weight.shape != (k, n_in):
-            hint = " You kept columns; a neuron is a ROW of layer.weight." if small.weight.shape == (width, k) else ""
-            raise ExerciseFailure(f"{where}: the first layer's weight should be {(k, n_in)} (one row per kept "
-                                  f"neuron), got {tuple(small.weight.shape)}.{hint}")
-        if following.weight.shape != (n_out, k):
-            raise ExerciseFailure(f"{where}: the next layer must lose the same neurons as INPUT columns: weight "
-                                  f"{(n_out, k)} expected, got {tuple(following.weight.shape)}.")
-        x = torch.randn(16, n_in, generator=g)
-        with torch.no_grad():
-            hidden = torch.relu(layer(x))
-            hidden[:, [i for i in range(width) if i not in keep]] = 0
-            expected = next_layer(hidden)
-            got = following(torch.relu(small(x)))
-        if not torch.allclose(got, expected, atol=1e-5):
-            if small.bias is None or not torch.equal(small.bias.detach(), layer.bias.detach()[keep]):
-                raise ExerciseFailure(f"{where}: the outputs differ; the kept neurons' biases must come along: "
-                                      "small.bias = layer.bias[keep].")
-            raise ExerciseFailure(f"{where}: the outputs differ from the original pair with those neurons removed "
-                                  f"(max difference {float((got - expected).abs().max()):.3g}); check that the "
-                                  "next layer keeps its own bias and the columns in the same order as keep.")
+    cases = [((6, 5, 3), [0, 2, 4]), ((10, 8, 4), [1, 2, 3, 7]), ((4, 3, 2), [0, 1, 2]), ((5, 6, 3), [5]),
+             ((6, 7, 5), [6, 0, 3]), ((3, 4, 6), [0, 1, 2, 3])]
+    with torch.random.fork_rng(devices=[]):                 # nn.Linear(...) draws from the global generator
+        for (n_in, width, n_out), keep in cases:
+            layer, next_layer = _random_pair(n_in, width, n_out, g)
+            params = list((*layer.parameters(), *next_layer.parameters()))
+            before = [p.detach().clone() for p in params]
+            where = f"layer Linear({n_in}, {width}), next_layer Linear({width}, {n_out}), keep={keep}"
+            result = _call(slim_pair_fn, "slim_pair", layer, next_layer, torch.tensor(keep), where=where,
+                           hint=_slim_pair_hint)
+            after = list((*layer.parameters(), *next_layer.parameters()))
+            if len(after) != len(params) or any(a is not p or not torch.equal(a.detach(), b)
+                                                 for a, p, b in zip(after, params, before, strict=True)):
+                raise ExerciseFailure(f"{where}: slim_pair changed the layers it was given; build new nn.Linear "
+                                      "layers and copy the kept slices into them.")
+            _check_new_pair(where, layer, next_layer, keep, result)
     _passed("slim_pair", len(cases))
+
+
+def _head_rows(keep: list[int], head_dim: int) -> torch.Tensor:
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in keep])
+
+
+def _remove_heads_diagnosis(attn: Attention, keep: list[int], new: Attention) -> str:
+    """Which part of the returned module is wrong, given that its outputs differ."""
+    def same(a: torch.Tensor | None, b: torch.Tensor) -> bool:
+        return a is not None and torch.equal(a.detach(), b.detach())
+    for order in (keep, sorted(keep)):
+        rows = _head_rows(order, attn.head_dim)
+        if all(same(getattr(new, n).weight, getattr(attn, n).weight[rows]) for n in ("q", "k", "v")):
+            break
+    else:
+        return (f"q, k and v should hold the kept heads' rows: head h owns rows h*head_dim:(h+1)*head_dim "
+                f"(head_dim = {attn.head_dim} here), in the same order for all three.")
+    if not all(same(getattr(new, n).bias, getattr(attn, n).bias[rows]) for n in ("q", "k", "v")):
+        return "the kept heads' biases of q, k and v must come along (the same rows as the weights)."
+    if not same(new.out.weight, attn.out.weight[:, rows]):
+        return "out.weight should hold the kept heads' COLUMNS, in the same order as the rows of q, k and v."
+    if not same(new.out.bias, attn.out.bias):
+        return "out keeps its whole bias (one entry per model dimension): copy attn.out.bias."
+    return "check that n_heads and head_dim of the new module match the rows you copied."
+
+
+def _remove_heads_hint(error: Exception) -> str | None:
+    if _is_shape_error(error):
+        return ("head h owns rows h*head_dim:(h+1)*head_dim of q, k and v (and those columns of out), with "
+                "head_dim = attn.head_dim (it need not be d_model // n_heads); indexing a weight with the head "
+                "numbers themselves takes one row per head.")
+    return _module_hint(error)
+
+
+def _check_new_attention(where: str, attn: Attention, keep: list[int], result: object) -> None:
+    """Type, shapes, new tensors and outputs of what ``remove_heads`` returned."""
+    if not isinstance(result, Attention) or result is attn:
+        said = "the module it was given" if result is attn else _got(result)
+        raise ExerciseFailure(f"{where}: expected a new Attention module, got {said}.")
+    d_model, rows = attn.q.in_features, len(keep) * attn.head_dim
+    if result.n_heads != len(keep) or result.head_dim != attn.head_dim:
+        raise ExerciseFailure(f"{where}: the new module has n_heads={result.n_heads}, head_dim={result.head_dim}; "
+                              f"expected n_heads={len(keep)}, head_dim={attn.head_dim} (heads go, their size stays).")
+    for name in ("q", "k", "v"):
+        shape = tuple(getattr(result, name).weight.shape)
+        if shape != (rows, d_model):
+            hint = (" You took one row per head number; head h owns rows h*head_dim:(h+1)*head_dim."
+                    if shape == (len(keep), d_model) else "")
+            raise ExerciseFailure(f"{where}: {name}.weight should be {(rows, d_model)} (head_dim rows per kept "
+                                  f"head), got {shape}.{hint}")
+    if result.out.weight.shape != (d_model, rows):
+        raise ExerciseFailure(f"{where}: out.weight should be {(d_model, rows)}: the kept heads' COLUMNS, "
+                              f"got {tuple(result.out.weight.shape)}.")
+    shared = _shared_tensor(result, "new", {f"attn.{n}": p for n, p in attn.named_parameters()})
+    if shared:
+        raise ExerciseFailure(f"{where}: {shared}; {_ALIAS_HINT}")
+    _require_dtype(where, {"new": result}, attn.q.weight.dtype)
+    if not all(p.requires_grad for p in result.parameters()):
+        raise ExerciseFailure(f"{where}: some returned parameters do not require grad, so fine-tuning could not "
+                              "train them; copy into the new module's own parameters instead.")
+    x = torch.randn(2, 5, d_model, generator=torch.Generator().manual_seed(len(keep)))
+    mask = torch.zeros(attn.n_heads)
+    mask[keep] = 1
+    with torch.no_grad():
+        expected, got = attn(x, mask), result(x)
+    if not torch.allclose(got, expected, atol=1e-5):
+        raise ExerciseFailure(f"{where}: outputs differ from the original with the other heads masked "
+                              f"(max difference {float((got - expected).abs().max()):.3g}); "
+                              + _remove_heads_diagnosis(attn, keep, result))
 
 
 def check_remove_heads(remove_heads_fn: Callable) -> None:
     """Lesson 07's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
-    the heads in ``keep``, computing what ``attn`` computes with the other heads masked out."""
+    the heads in ``keep``, computing what ``attn`` computes with the other heads masked out.
+
+    The new module must own new tensors (none shared with ``attn``, also when every head is
+    kept); ``keep`` may be in any order.
+    """
     g = torch.Generator().manual_seed(11)
-    for n_heads, keep in ((4, [0, 2]), (4, [3]), (3, [0, 1, 2]), (4, [1, 2, 3])):
-        attn = Attention(d_model=16, n_heads=n_heads, head_dim=4)
-        with torch.no_grad():
-            for p in attn.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-        before = {k: v.clone() for k, v in attn.state_dict().items()}
-        where = f"Attention with {n_heads} heads of size 4, keep={keep}"
-        result = _call(remove_heads_fn, "remove_heads", attn, list(keep))
-        if any(not torch.equal(before[k], v) for k, v in attn.state_dict().items()) or attn.n_heads != n_heads:
-            raise ExerciseFailure(f"{where}: remove_heads changed the module it was given; build a new one.")
-        if not isinstance(result, Attention) or result is attn:
-            raise ExerciseFailure(f"{where}: expected a new Attention module, got {type(result).__name__}.")
-        rows = len(keep) * 4
-        if result.n_heads != len(keep):
-            raise ExerciseFailure(f"{where}: the new module says n_heads={result.n_heads}; expected {len(keep)}.")
-        for name in ("q", "k", "v"):
-            if getattr(result, name).weight.shape != (rows, 16):
-                raise ExerciseFailure(f"{where}: {name}.weight should be {(rows, 16)} (head_dim rows per kept head), "
-                                      f"got {tuple(getattr(result, name).weight.shape)}.")
-        if result.out.weight.shape != (16, rows):
-            raise ExerciseFailure(f"{where}: out.weight should be {(16, rows)}: the kept heads' COLUMNS, "
-                                  f"got {tuple(result.out.weight.shape)}.")
-        x = torch.randn(2, 5, 16, generator=g)
-        mask = torch.zeros(n_heads)
-        mask[keep] = 1
-        with torch.no_grad():
-            expected, got = attn(x, mask), result(x)
-        if not torch.allclose(got, expected, atol=1e-5):
-            raise ExerciseFailure(f"{where}: outputs differ from the original with the other heads masked "
-                                  f"(max difference {float((got - expected).abs().max()):.3g}). Head h owns rows "
-                                  "h*head_dim:(h+1)*head_dim of q, k, v (with their biases) and those columns "
-                                  "of out; out keeps its whole bias.")
-    _passed("remove_heads", 4)
+    cases = [(16, 4, 4, [0, 2]), (16, 4, 4, [3]), (16, 3, 4, [0, 1, 2]), (16, 4, 4, [1, 2, 3]),
+             (16, 4, 4, [2, 0]), (12, 4, 5, [1, 3])]
+    with torch.random.fork_rng(devices=[]):                 # Attention(...) draws from the global generator
+        for d_model, n_heads, head_dim, keep in cases:
+            attn = Attention(d_model=d_model, n_heads=n_heads, head_dim=head_dim)
+            with torch.no_grad():
+                for p in attn.parameters():
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            params, before = list(attn.parameters()), {k: v.clone() for k, v in attn.state_dict().items()}
+            where = f"Attention(d_model={d_model}) with {n_heads} heads of size {head_dim}, keep={keep}"
+            result = _call(remove_heads_fn, "remove_heads", attn, list(keep), where=where, hint=_remove_heads_hint)
+            after = list(attn.parameters())
+            if len(after) != len(params) or any(a is not p for a, p in zip(after, params, strict=True)) or \
+                    attn.n_heads != n_heads or attn.state_dict().keys() != before.keys() or \
+                    any(not torch.equal(before[k], v) for k, v in attn.state_dict().items()):
+                raise ExerciseFailure(f"{where}: remove_heads changed the module it was given; build a new one.")
+            _check_new_attention(where, attn, keep, result)
+    _passed("remove_heads", len(cases))
 
 
 def check_assignment(prune_to_budget_fn: Callable) -> Score:
