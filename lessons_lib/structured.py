@@ -52,6 +52,14 @@ def _refuse_foreign_hooks(model: nn.Module, name: str = "model") -> None:
                              "would not run it and would compute something else; remove the hook first")
 
 
+def _is_int(value: object) -> bool:
+    """An int index: a Python or numpy int, or a 0-d integer tensor (not a bool, not a float)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_indices(keep: object, width: int, name: str, allow_empty: bool = False) -> torch.Tensor:
     """``keep`` as a 1-D int64 CPU tensor of distinct indices in ``[0, width)``.
 
@@ -60,10 +68,13 @@ def _check_indices(keep: object, width: int, name: str, allow_empty: bool = Fals
     indices out of range and, unless ``allow_empty``, an empty selection.
     """
     if isinstance(keep, list | tuple | range):
-        odd = [i for i in keep if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        odd = [i for i in keep if not _is_int(i)]
         if odd:
             raise TypeError(f"{name} must hold int indices, got {odd[0]!r} ({type(odd[0]).__name__})")
-        keep = torch.tensor([int(i) for i in keep], dtype=torch.long)
+        values = [int(i) for i in keep]
+        if values and (min(values) < 0 or max(values) >= width):   # before torch.tensor: 10**20 overflows it
+            raise ValueError(f"{name} must hold indices in [0, {width - 1}], got min {min(values)}, max {max(values)}")
+        keep = torch.tensor(values, dtype=torch.long)
     elif isinstance(keep, np.ndarray):
         keep = torch.from_numpy(keep) if keep.dtype.kind in "iub" else keep
     if not isinstance(keep, torch.Tensor):

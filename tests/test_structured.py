@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
@@ -120,6 +122,36 @@ def test_slim_mlp_equals_masked_model_from_dense_and_from_masked(name, dtype):
                [len(keep[i]) if i in keep else w for i, w in enumerate(sizes[1:-1])]
         assert all(p.dtype == dtype for p in slim.parameters())
     assert max_output_difference(masked, slim_mlp(dense, keep), x) > 1e-3       # folding matters
+
+
+@st.composite
+def _mlp_and_keep(draw):
+    """A float64 MLP of 1-4 hidden layers (some without bias) and a random selection of neurons."""
+    sizes = draw(st.lists(st.integers(1, 9), min_size=3, max_size=6))
+    no_bias = draw(st.sets(st.integers(0, len(sizes) - 2)))
+    keep = {}
+    for i in draw(st.sets(st.integers(0, len(sizes) - 3), min_size=1)):
+        keep[i] = draw(st.lists(st.integers(0, sizes[i + 1] - 1), min_size=1, unique=True))
+    return sizes, no_bias, keep, draw(st.integers(0, 2**16))
+
+
+@settings(max_examples=40, deadline=None)
+@given(case=_mlp_and_keep())
+def test_slim_mlp_equals_masked_model_for_random_architectures(case):
+    sizes, no_bias, keep, seed = case
+    torch.manual_seed(seed)
+    dense = MLP(sizes).double()
+    for i in no_bias:
+        dense.layers[i] = nn.Linear(sizes[i], sizes[i + 1], bias=False, dtype=torch.float64)
+    masked = copy.deepcopy(dense)
+    for i, k in keep.items():
+        prune.custom_from_mask(masked.layers[i], "weight", _row_mask(masked.layers[i], torch.tensor(k)))
+    x = torch.randn(16, sizes[0], dtype=torch.float64)
+    for source in (dense, masked):
+        slim = slim_mlp(source, keep, activation=torch.relu)
+        assert max_output_difference(masked, slim, x) <= 1e-10
+        assert [layer.out_features for layer in slim.layers] == \
+               [len(keep[i]) if i in keep else n for i, n in enumerate(sizes[1:])]
 
 
 def test_fold_order_matters_for_consecutive_layers():
