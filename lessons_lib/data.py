@@ -6,6 +6,7 @@ downloaded.
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -36,8 +37,8 @@ def digits_split(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: i
     part only to report.
     """
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-        if not 0.05 <= value <= 0.5:
-            raise ValueError(f"{name} must be in [0.05, 0.5], got {value}")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.05 <= value <= 0.5:
+            raise ValueError(f"{name} must be in [0.05, 0.5], got {value!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     x, y = load_digits(return_X_y=True)

@@ -14,20 +14,23 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from .validate import require_tensor
+from .validate import require_fraction, require_mapping, require_number, require_positive_int, require_tensor
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 3.2)) -> Axes:
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes or None, got {type(ax).__name__}")
     if ax is None:
         _, ax = plt.subplots(figsize=figsize, layout="constrained")
     return ax
 
 
 def plot_mask(mask: torch.Tensor, ax: Axes | None = None, title: str | None = None) -> Axes:
-    """Heatmap of a 2-D mask ``(out_features, in_features)``: dark = kept, white = pruned."""
+    """Heatmap of a 2-D mask ``(out_features, in_features)``, bool or 0/1: dark = kept, white = pruned."""
     mask = require_tensor(mask, "mask")
     if mask.dim() != 2:
         raise ValueError(f"mask must be 2-D (out_features, in_features), got shape {tuple(mask.shape)}")
+    _require_binary(mask, "mask")
     ax = _axes(ax)
     kept = mask.detach().bool()
     ax.imshow(kept.cpu().numpy(), cmap="Greys", vmin=0, vmax=1, interpolation="nearest", aspect="auto")
@@ -37,23 +40,39 @@ def plot_mask(mask: torch.Tensor, ax: Axes | None = None, title: str | None = No
     return ax
 
 
+def _require_binary(mask: torch.Tensor, name: str) -> None:
+    if mask.dtype != torch.bool and ((mask != 0) & (mask != 1)).any():
+        raise ValueError(f"{name} must hold only 0 and 1 (or False/True), got other values such as "
+                         f"{mask[(mask != 0) & (mask != 1)][0].item()!r}")
+
+
 def plot_weight_histogram(
     weight: torch.Tensor, mask: torch.Tensor | None = None, ax: Axes | None = None, bins: int = 60
 ) -> Axes:
     """Histogram of all weights, and of the survivors when ``mask`` (same shape) is given.
 
     Magnitude pruning cuts a gap around zero: the survivors' histogram has a hole in the middle.
+    ``weight`` must be finite; ``mask`` bool or 0/1.
     """
     weight = require_tensor(weight, "weight").detach().flatten().cpu()
+    if not weight.is_floating_point() or not torch.isfinite(weight).all():
+        raise ValueError("weight must hold finite float values (no NaN or inf)")
+    require_positive_int(bins, "bins")
+    if mask is not None:
+        mask = require_tensor(mask, "mask").detach().flatten().cpu()
+        if mask.numel() != weight.numel():
+            raise ValueError(f"mask must have as many entries as weight ({weight.numel()}), got {mask.numel()}")
+        _require_binary(mask, "mask")
+        mask = mask.bool()
     ax = _axes(ax)
-    edges = np.linspace(weight.min().item(), weight.max().item(), bins + 1)
+    low, high = weight.min().item(), weight.max().item()
+    if low == high:                                # all equal: one visible bin around the value
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, bins + 1)
     counts, _ = np.histogram(weight.numpy(), bins=edges)
     label = "before" if mask is not None else "weights"
     ax.stairs(counts, edges, fill=True, color="lightgray", label=f"{label}: {weight.numel():,}")
     if mask is not None:
-        mask = require_tensor(mask, "mask").detach().flatten().bool().cpu()
-        if mask.numel() != weight.numel():
-            raise ValueError(f"mask must have as many entries as weight ({weight.numel()}), got {mask.numel()}")
         kept, _ = np.histogram(weight[mask].numpy(), bins=edges)
         ax.stairs(kept, edges, fill=True, color="tab:blue", label=f"kept: {int(mask.sum()):,}")
     ax.set_title("weight values before and after pruning" if mask is not None else "weight values")
@@ -79,11 +98,7 @@ def plot_error_vs_sparsity(
         curves: method name -> m errors.
         spreads: optional method name -> m standard deviations, drawn as a band.
     """
-    if len(amounts) == 0 or not curves:
-        raise ValueError("amounts and curves must both be non-empty")
-    for name, ys in {**curves, **(spreads or {})}.items():
-        if len(ys) != len(amounts):
-            raise ValueError(f"curve {name!r} must have {len(amounts)} values (one per amount), got {len(ys)}")
+    _check_curves(amounts, curves, spreads)
     ax = _axes(ax)
     x = 100 * np.asarray(amounts, dtype=float)
     for name, ys in curves.items():
@@ -100,8 +115,29 @@ def plot_error_vs_sparsity(
     return ax
 
 
+def _check_curves(amounts: object, curves: object, spreads: object = None) -> None:
+    """``amounts``: numbers; ``curves`` (and ``spreads``): name -> one number per amount."""
+    if not isinstance(amounts, (list, tuple, np.ndarray)):
+        raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
+    curves = require_mapping(curves, "curves", "names to lists of values")
+    if len(amounts) == 0 or not curves:
+        raise ValueError("amounts and curves must both be non-empty")
+    for i, a in enumerate(amounts):
+        require_number(a, f"amounts[{i}]")
+    spreads = {} if spreads is None else require_mapping(spreads, "spreads", "curve names to lists of values")
+    if set(spreads) - set(curves):
+        raise ValueError(f"spreads must name curves that exist, got {sorted(set(spreads) - set(curves))}")
+    for name, ys in {**curves, **spreads}.items():
+        if not hasattr(ys, "__len__") or isinstance(ys, str):
+            raise TypeError(f"curve {name!r} must be a list of numbers, got {type(ys).__name__}")
+        if len(ys) != len(amounts):
+            raise ValueError(f"curve {name!r} must have {len(amounts)} values (one per amount), got {len(ys)}")
+
+
 def plot_pruned_layer(weight: torch.Tensor, mask: torch.Tensor, axes: Sequence[Axes] | None = None):
     """Mask heatmap (left) and weight histogram (right) for one 2-D weight and its mask."""
+    if axes is not None and (not isinstance(axes, (list, tuple, np.ndarray)) or len(axes) != 2):
+        raise ValueError(f"axes must be two matplotlib Axes (mask, histogram) or None, got {axes!r}")
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.2), layout="constrained")
     plot_mask(mask, ax=axes[0])
@@ -114,6 +150,7 @@ def plot_plans(plans: Mapping[str, Sequence[tuple[int, float]]], epochs: int, ax
     """Sparsity in force at each epoch, one step line per plan (``schedules`` plans)."""
     from .schedules import sparsity_per_epoch
 
+    require_mapping(plans, "plans", "names to plans")
     if not plans:
         raise ValueError("plans must hold at least one plan")
     ax = _axes(ax, figsize=(6, 3.2))
@@ -133,7 +170,11 @@ def plot_plans(plans: Mapping[str, Sequence[tuple[int, float]]], epochs: int, ax
 def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
                               spreads: Mapping[str, Sequence[float]] | None = None, ax: Axes | None = None,
                               title: str = "accuracy vs sparsity", chance: float | None = None) -> Axes:
-    """Accuracy in percent (y) against sparsity in percent (x), one line per method."""
+    """Accuracy in percent (y) against sparsity in percent (x), one line per method; ``chance``
+    (a fraction in [0, 1]) draws the chance level."""
+    _check_curves(amounts, curves, spreads)
+    if chance is not None:
+        require_fraction(chance, "chance")
     ax = plot_error_vs_sparsity(amounts, {k: [100 * v for v in vs] for k, vs in curves.items()},
                                 spreads={k: [100 * v for v in vs] for k, vs in (spreads or {}).items()},
                                 ax=ax, title=title)
@@ -147,6 +188,8 @@ def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Seq
 def plot_latency(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
                  reference: float | None = None, ax: Axes | None = None, title: str = "latency vs sparsity") -> Axes:
     """Milliseconds (log scale, y) against sparsity in percent (x); ``reference``: a dense time line."""
+    if reference is not None:
+        require_number(reference, "reference", positive=True)
     ax = plot_error_vs_sparsity(amounts, curves, ax=ax, title=title)
     ax.set_yscale("log")
     ax.set_ylabel("time per call (ms, log scale)")

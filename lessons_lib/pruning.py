@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .models import linear_layers
+from .models import MLP, linear_layers
 from .sparsity import random_mask, sparsity
 from .validate import require_fraction, require_layers, require_mapping, require_mask, require_tensor
 
@@ -114,39 +114,53 @@ def prune_per_layer(model: nn.Module, amounts: Mapping[str, float]) -> None:
             prune.l1_unstructured(layers[name], "weight", amount=float(amount))
 
 
+def _counts(layer: nn.Linear) -> tuple[int, int, int]:
+    """``(entries, zeros, masked)`` of ``layer.weight``: zeros as computed (masked or plain zero
+    values, e.g. after ``prune.remove``) and the entries its prune mask switches off."""
+    masked = int((layer.weight_mask == 0).sum()) if _pruned_weight(layer) else 0
+    return layer.weight.numel(), int((layer.weight == 0).sum()), masked
+
+
 def prune_global_to(model: nn.Module, target: float) -> None:
     """Prune globally until the Linear weights reach overall sparsity ``target`` (a fraction in
-    [0, 1]).
+    [0, 1]): ``round(target * N)`` of their ``N`` weights are zero afterwards.
 
-    Already pruned weights count towards the target, so this can be called repeatedly with
-    rising targets (iterative and gradual schedules do exactly that). Only the Linear weights
-    count (a GPT's embeddings and LayerNorms are never pruned here, so they do not dilute it).
+    Zeros already there count towards the target, masked or plain (after ``prune.remove``), so
+    this can be called repeatedly with rising targets (iterative and gradual schedules do exactly
+    that); a target within one weight below the current sparsity changes nothing. Only the
+    Linear weights count (a GPT's embeddings and LayerNorms are never pruned here).
     """
     layers = _prunable(model)
     target = require_fraction(target, "target")
     if not layers:
         raise ValueError("model must hold at least one Linear layer with weights, got none")
-    now = _linear_sparsity(layers)
-    if target < now - 1e-9:
-        raise ValueError(f"target must be >= the current sparsity {now:.4f}; masks are never undone, got {target}")
-    if target > now:
-        prune_global(model, min(1.0, (target - now) / (1 - now)))
+    n, zeros, masked = (sum(c) for c in zip(*(_counts(layer) for layer in layers.values()), strict=True))
+    if target * n < zeros - 1:
+        raise ValueError(f"target must be >= the current sparsity {zeros / n:.4f}; masks are never undone, "
+                         f"got {target}")
+    want = round(target * n)
+    if want > zeros:          # the smallest unmasked magnitudes go first, plain zeros among them
+        prune.global_unstructured([(layer, "weight") for layer in layers.values()],
+                                  pruning_method=prune.L1Unstructured, amount=want - masked)
 
 
 def prune_layerwise_to(model: nn.Module, target: float) -> None:
     """Prune every Linear layer by magnitude until *each* reaches sparsity ``target`` (a fraction
-    in [0, 1]; layers with no weights are skipped).
+    in [0, 1]): ``round(target * n)`` of a layer's ``n`` weights are zero afterwards. Layers with
+    no weights are skipped; zeros already there count, as in :func:`prune_global_to`.
 
     The layer-wise counterpart of :func:`prune_global_to`, for layer-wise schedules.
     """
     layers = _prunable(model)
     target = require_fraction(target, "target")
-    now = {name: sparsity(layer.weight) for name, layer in layers.items()}
-    if any(target < s - 1e-9 for s in now.values()):
-        raise ValueError(f"target must be >= every layer's current sparsity {max(now.values()):.4f}, got {target}")
+    counts = {name: _counts(layer) for name, layer in layers.items()}
+    if any(target * n < zeros - 1 for n, zeros, _ in counts.values()):
+        highest = max(zeros / n for n, zeros, _ in counts.values())
+        raise ValueError(f"target must be >= every layer's current sparsity {highest:.4f}, got {target}")
     for name, layer in layers.items():
-        if target > now[name]:
-            prune.l1_unstructured(layer, "weight", amount=min(1.0, (target - now[name]) / (1 - now[name])))
+        n, zeros, masked = counts[name]
+        if round(target * n) > zeros:
+            prune.l1_unstructured(layer, "weight", amount=round(target * n) - masked)
 
 
 def remove_masks(model: nn.Module) -> None:
@@ -280,8 +294,17 @@ def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linea
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    from .gpt import GPT
+    from .tasks import check_tokens
+    from .training import check_inputs
+
     layers = require_layers(model, layers)
-    require_tensor(x, "x")
+    if isinstance(model, MLP):
+        check_inputs(model, x)                      # (n, features) floats
+    elif isinstance(model, GPT):
+        check_tokens(model, x, "x")                 # (n, T) token ids
+    elif require_tensor(x, "x").dim() < 2:
+        raise ValueError(f"x must be a batch (its first dimension counts examples), got shape {tuple(x.shape)}")
     sums: dict[str, torch.Tensor] = {}
 
     def hook(name: str):
@@ -293,6 +316,8 @@ def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linea
     handles = [layer.register_forward_hook(hook(name)) for name, layer in layers.items()]
     try:
         model(x)
+    except (RuntimeError, IndexError) as error:
+        raise ValueError(f"model could not run on x of shape {tuple(x.shape)} ({x.dtype}): {error}") from error
     finally:
         for handle in handles:
             handle.remove()

@@ -92,14 +92,18 @@ def addition_task(n_digits: int = 3, n_train: int = 20_000, n_val: int = 1_000, 
     return Addition(n_digits, *parts)
 
 
-def _check_tokens(model: nn.Module, t: object, name: str, dims: int = 2) -> torch.Tensor:
-    """``t`` if it is a non-empty int tensor of token ids the model knows (its config's vocab)."""
+def check_tokens(model: nn.Module, t: object, name: str, dims: int = 2) -> torch.Tensor:
+    """``t`` if it is a non-empty int64 tensor of token ids the model knows (its config's vocab),
+    rows no longer than its block size."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of token ids, got {type(t).__name__}")
     if t.dim() != dims or t.numel() == 0 or t.dtype != torch.int64:
         raise ValueError(f"{name} must be a non-empty {dims}-D int64 tensor of token ids, "
                          f"got shape {tuple(t.shape)} of {t.dtype}")
     vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    block = getattr(getattr(model, "config", None), "block_size", None)
+    if block is not None and t.shape[-1] > block:
+        raise ValueError(f"{name} must have at most block_size={block} tokens per row, got {t.shape[-1]}")
     low, high = int(t.min()), int(t.max())
     if low < 0 or (vocab is not None and high >= vocab):
         raise ValueError(f"{name} must hold token ids in [0, {vocab if vocab is not None else 'vocab'}), "
@@ -110,11 +114,8 @@ def _check_tokens(model: nn.Module, t: object, name: str, dims: int = 2) -> torc
 def check_problems(model: nn.Module, x: object, y: object) -> None:
     """``x`` ``(n, T)`` problems and ``y`` ``(n, d)`` answer digits (``d < T``), as the model takes them."""
     require_module(model, "model")
-    _check_tokens(model, x, "x")
-    _check_tokens(model, y, "y")
-    block = getattr(getattr(model, "config", None), "block_size", None)
-    if block is not None and x.shape[1] > block:
-        raise ValueError(f"x must have at most block_size={block} tokens per problem, got {x.shape[1]}")
+    check_tokens(model, x, "x")
+    check_tokens(model, y, "y")
     if y.shape[0] != x.shape[0] or not y.shape[1] < x.shape[1]:
         raise ValueError(f"y must hold one answer per problem in x, shorter than the problem: x has shape "
                          f"{tuple(x.shape)}, y {tuple(y.shape)}")

@@ -30,7 +30,22 @@ from .models import linear_layers
 from .plots import plot_latency, plot_plans, plot_pruned_layer
 from .schedules import cubic_plan, iterative_plan, one_shot_plan, sparsity_per_epoch
 from .sparsity import magnitude_mask, unpruned_weight
-from .validate import require_fraction, require_positive_int, require_tensor
+from .validate import (
+    require_fraction,
+    require_layers,
+    require_mapping,
+    require_number,
+    require_positive_int,
+    require_tensor,
+)
+
+
+def _require_cpu(model: nn.Module, name: str = "model") -> None:
+    """Explorers draw with numpy, so every tensor of ``model`` must be on the CPU."""
+    devices = {t.device.type for t in (*model.parameters(), *model.buffers())}
+    if devices - {"cpu"}:
+        raise ValueError(f"{name} must be on the CPU for an explorer (they draw with numpy), got {sorted(devices)}: "
+                         f"pass {name}.cpu() or a copy")
 
 
 def layer_readout(weight: torch.Tensor, mask: torch.Tensor, error: float) -> str:
@@ -124,6 +139,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
         redraws; ``readout.value`` holds the text shown.
     """
     _check_linear_input(layer, x)
+    _require_cpu(layer, "layer")
     require_fraction(amount, "amount")
     weight = unpruned_weight(layer).clone()            # (out, in): the weights we start from
     slider = widgets.FloatSlider(value=amount, min=0.0, max=1.0, step=0.01, description="sparsity",
@@ -177,10 +193,14 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     Returns:
         ``VBox([sliders..., readout, image])``; ``readout.value`` holds the text shown.
     """
+    from .training import check_examples
+
+    layers = linear_layers(model)
     if any(prune.is_pruned(m) for m in model.modules()):
         raise ValueError("model must not carry pruning masks; pass the dense model (the explorer masks it itself)")
-    layers = linear_layers(model)
-    amounts = dict(amounts or {})
+    _require_cpu(model)
+    check_examples(model, x, y)
+    amounts = dict(require_mapping(amounts, "amounts", "layer names to fractions") if amounts is not None else {})
     for name, amount in amounts.items():
         if name not in layers:
             raise ValueError(f"amounts has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
@@ -218,10 +238,13 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> w
     """Sliders for final sparsity, number of pruning steps and the epoch by which the cubic
     schedule ends; draws the one-shot, iterative and cubic plans of ``schedules``.
 
+    The cubic end shown is the one last chosen on its slider, raised to ``steps`` while steps
+    exceed it (a plan needs end >= steps); lowering steps again brings it back to that choice.
     Returns ``VBox([final, steps, end, readout, image])``.
     """
     epochs = require_positive_int(epochs, "epochs")
-    require_fraction(final, "final")
+    if require_fraction(final, "final") > 0.99:
+        raise ValueError(f"final must be in [0, 0.99] (the slider's range), got {final!r}")
     steps = require_positive_int(steps, "steps")
     if epochs < 2 or steps > epochs:
         raise ValueError(f"need epochs >= 2 and steps <= epochs, got epochs={epochs}, steps={steps}")
@@ -245,8 +268,23 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> w
     lines = list(ax.get_lines())                       # one step line per plan, in the order above
     frames = PartialRedraw(fig, lines)
 
-    def redraw(_change: object = None) -> None:
-        end_slider.value = max(end_slider.value, steps_slider.value)   # a plan needs end >= steps
+    state = {"end": end_slider.value, "syncing": False}    # the end last chosen on its own slider
+
+    def on_change(change: dict) -> None:
+        if state["syncing"]:                               # our own correction of the end slider
+            return
+        if change["owner"] is end_slider:
+            state["end"] = change["new"]
+        shown = max(state["end"], steps_slider.value)      # a plan needs end >= steps
+        if end_slider.value != shown:
+            state["syncing"] = True
+            try:
+                end_slider.value = shown
+            finally:
+                state["syncing"] = False
+        redraw()
+
+    def redraw() -> None:
         plans = plans_now()
         cubic = plans["cubic"]
         readout.value = (f"cubic: {len(cubic)} prunings, to {cubic[0][1]:.1%} at epoch {cubic[0][0]} and "
@@ -258,7 +296,7 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> w
         image.value = frames.png()
 
     for slider in (final_slider, steps_slider, end_slider):
-        slider.observe(redraw, names="value")
+        slider.observe(on_change, names="value")
     redraw()
     return widgets.VBox([final_slider, steps_slider, end_slider, readout, image])
 
@@ -274,9 +312,11 @@ def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     """
     from .measure import count_parameters
     from .structured import importance_l2, keep_top, slim_mlp
-    from .training import accuracy
+    from .training import accuracy, check_examples
 
     scores = importance_l2(model)
+    _require_cpu(model)
+    check_examples(model, x, y)
     require_positive_int(batch, "batch")
     inputs = x[:batch] if len(x) >= batch else x.repeat(batch // len(x) + 1, 1)[:batch]
     sliders = [widgets.IntSlider(value=len(s), min=1, max=len(s), description=f"layers.{i}")
@@ -314,9 +354,14 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
 
     Nothing is re-timed while sliding: the slider picks one of ``amounts`` and the readout shows
     each method's time there and its speed-up over ``dense_ms``. Returns ``VBox([slider, readout, image])``.
+
+    ``amounts``: fractions in [0, 1]; ``curves``: name -> one time in ms (> 0) per amount;
+    ``dense_ms``: the dense time in ms (> 0).
     """
-    if not amounts or any(len(v) != len(amounts) for v in curves.values()):
-        raise ValueError("curves must give one time per entry of amounts (and amounts must not be empty)")
+    _check_latency_curves(amounts, curves)
+    require_number(dense_ms, "dense_ms", positive=True)
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a str, got {type(title).__name__}")
     slider = widgets.SelectionSlider(options=[(f"{a:.0%}", i) for i, a in enumerate(amounts)], value=0,
                                      description="sparsity")
     readout = widgets.HTML()
@@ -340,6 +385,23 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
     return widgets.VBox([slider, readout, image])
 
 
+def _check_latency_curves(amounts: object, curves: object) -> None:
+    """``amounts`` a non-empty list of fractions; ``curves`` name -> one time > 0 per amount."""
+    if not isinstance(amounts, (list, tuple)) or not amounts:
+        raise ValueError(f"amounts must be a non-empty list of fractions, got {amounts!r}")
+    for i, a in enumerate(amounts):
+        require_fraction(a, f"amounts[{i}]")
+    curves = require_mapping(curves, "curves", "method names to times in ms")
+    if not curves:
+        raise ValueError("curves must hold at least one method's times, got an empty dict")
+    for name, times in curves.items():
+        if not isinstance(times, (list, tuple)) or len(times) != len(amounts):
+            raise ValueError(f"curves must give one time per entry of amounts ({len(amounts)}): "
+                             f"curves[{name!r}] is {times!r}")
+        for i, t in enumerate(times):
+            require_number(t, f"curves[{name!r}][{i}]", positive=True)
+
+
 def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor,
                                   y: torch.Tensor, norms: dict[str, torch.Tensor]) -> widgets.VBox:
     """Sparsity slider and method choice over a transformer's ``layers``, without retraining.
@@ -347,21 +409,35 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     Methods: layer-wise magnitude, global magnitude, and Wanda-style ``|W| * ||X||`` within each
     output row (``norms`` from ``pruning.input_norms``). Shows exact-match accuracy of the answer
     digits ``y`` ``(n, d)`` on problems ``x`` and each layer's sparsity. Masks are applied through
-    ``torch.func.functional_call``, so ``model`` is never modified.
+    ``torch.func.functional_call``, so ``model`` is never modified. Layers with no weights (0
+    heads or 0 FFN neurons left) have nothing to prune and are left out.
     Returns ``VBox([method, slider, readout, image])``.
     """
     from .pruning import global_threshold, wanda_mask
+    from .tasks import check_problems
 
+    layers = require_layers(model, layers)
+    if any(prune.is_pruned(m) for m in model.modules()):
+        raise ValueError("model must not carry pruning masks; pass the dense model (the explorer masks it itself)")
+    _require_cpu(model)
+    check_problems(model, x, y)
+    norms = require_mapping(norms, "norms", "layer names to input norms (pruning.input_norms)")
     if set(norms) != set(layers):
         raise ValueError("norms must give one input-norm vector per layer in layers")
-    weights = {name: layer.weight.detach().clone() for name, layer in layers.items()}
+    for name, layer in layers.items():
+        if not isinstance(norms[name], torch.Tensor) or norms[name].shape != (layer.in_features,):
+            raise ValueError(f"norms[{name!r}] must be a tensor of shape ({layer.in_features},), got "
+                             f"{getattr(norms[name], 'shape', type(norms[name]).__name__)}")
+    weights = {name: layer.weight.detach().clone() for name, layer in layers.items() if layer.weight.numel()}
+    if not weights:
+        raise ValueError("layers must hold at least one layer with weights, got none")
     method = widgets.Dropdown(options=["layer-wise magnitude", "global magnitude", "Wanda (|W|·‖X‖ per row)"],
                               description="method")
     slider = widgets.FloatSlider(value=0.5, min=0.0, max=0.95, step=0.05, description="sparsity",
                                  readout_format=".0%")
     readout = widgets.HTML()
     image = widgets.Image(format="png")
-    fig, _, bars = _layer_bars(list(layers), "sparsity per layer (%)", 0.5 + 0.22 * len(layers), left=0.32)
+    fig, _, bars = _layer_bars(list(weights), "sparsity per layer (%)", 0.5 + 0.22 * len(weights), left=0.32)
 
     def masks_for(amount: float) -> dict[str, torch.Tensor]:
         if method.value.startswith("layer-wise"):
@@ -390,6 +466,17 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     return widgets.VBox([method, slider, readout, image])
 
 
+def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
+    """One float score tensor ``(widths[i],)`` per layer."""
+    if not isinstance(ffn_scores, (list, tuple)) or len(ffn_scores) != len(widths):
+        raise ValueError(f"ffn_scores must be a list of one score tensor per layer ({len(widths)}), got "
+                         f"{type(ffn_scores).__name__} {getattr(ffn_scores, 'shape', '')}")
+    for i, (s, width) in enumerate(zip(ffn_scores, widths, strict=True)):
+        if not isinstance(s, torch.Tensor) or s.shape != (width,) or not s.is_floating_point():
+            raise ValueError(f"ffn_scores[{i}] must be a float tensor of shape ({width},) (layer {i}'s FFN "
+                             f"width), got {getattr(s, 'shape', type(s).__name__)}")
+
+
 def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: list[torch.Tensor],
                   batch: int = 256) -> widgets.VBox:
     """A checkbox per attention head (one row per layer) and an FFN-width slider (fraction of
@@ -397,12 +484,21 @@ def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores
     ``(x, y)``, parameter count and the measured latency of the slim model on ``batch`` problems.
 
     Each change rebuilds a slim model from ``model`` (``gpt_structured.slim_gpt``); ``model`` is
-    not modified. Returns ``VBox([grid, ffn_slider, readout])``.
+    not modified. ``ffn_scores``: one ``(ffn,)`` tensor per layer, ``ffn = model.config.ffn[i]``
+    (e.g. ``gpt_structured.ffn_importance``). Returns ``VBox([grid, ffn_slider, readout])``.
     """
+    from .gpt import GPT
     from .gpt_structured import slim_gpt
     from .measure import count_parameters
+    from .tasks import check_problems
 
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
+    _require_cpu(model)
+    check_problems(model, x, y)
+    require_positive_int(batch, "batch")
     config = model.config
+    _check_ffn_scores(ffn_scores, config.ffn)
     boxes = [[widgets.Checkbox(value=True, description=f"L{i} H{h}", indent=False,
                                layout=widgets.Layout(width="80px")) for h in range(n)]
              for i, n in enumerate(config.heads)]
