@@ -3,7 +3,15 @@ line saying it passed, or raises :class:`ExerciseFailure` with a message that sa
 wrong in plain words: which case, what was expected, what came back, and a hint.
 
 The checkers never change the tensors they pass in, and use their own random generator, so
-calling one does not disturb a lesson's seeded state.
+calling one does not disturb a lesson's seeded state (the ones that build modules, which draw
+their initial weights from torch's global generator, restore its state afterwards).
+
+What counts as right is the library's own function (:mod:`lessons_lib.sparsity`,
+:mod:`lessons_lib.pruning`, :mod:`lessons_lib.schedules`), with the conventions stated in each
+checker's docstring: ``round(amount * n)`` is Python's round (halves to even, as
+``torch.nn.utils.prune``); tied magnitudes may be broken either way; numbers may come back as
+Python, numpy or one-entry tensors and are compared within float32 precision; new modules
+must own new tensors.
 """
 
 from __future__ import annotations
@@ -89,13 +97,16 @@ def _kind(value: object) -> str:
         return f"a {value.ndim}-d numpy array"
     if isinstance(value, torch.Tensor):
         return f"a tensor of shape {tuple(value.shape)}"
-    return f"{type(value).__module__.replace('builtins', 'a Python')} {type(value).__name__}"
+    module, name = type(value).__module__, type(value).__name__
+    return f"a Python {name}" if module == "builtins" else f"numpy {name}" if module == "numpy" else f"a {name}"
 
 
 def _got(value: object) -> str:
     """What came back, in words: its kind and value (or a hint when it is None)."""
     if value is None:
         return "None (is a `return` missing?)"
+    if not isinstance(value, torch.Tensor | np.ndarray | np.generic) and type(value).__module__ != "builtins":
+        return _shown(value)                                    # e.g. Linear(in_features=2, ...)
     return f"{_kind(value)} {_shown(value)}"
 
 
@@ -104,7 +115,8 @@ def _shown(value: object) -> str:
     size = value.numel() if isinstance(value, torch.Tensor) else value.size if isinstance(value, np.ndarray) else 1
     if size > 6:
         return "(values not shown)"
-    return str(value) if isinstance(value, np.generic) else repr(value)
+    text = str(value) if isinstance(value, np.generic) else repr(value)
+    return text if len(text) <= 80 else text[:77].replace("\n", " ") + "..."
 
 
 def _rounded_to(got: float, expected: float) -> int | None:
@@ -296,6 +308,9 @@ def _wrong_count(weight: torch.Tensor, amount: float, zeros: int) -> str:
     rounding = _rounding_mistake(amount, n, zeros)
     if rounding:
         return text + rounding
+    if zeros == n - k:
+        return text + (f" That is n - k = {n} - {k}: you pruned 1 - amount of the weights; amount is the fraction "
+                       "to PRUNE (the mask keeps the other 1 - amount).")
     t = scores.kthvalue(k).values
     tied = int((scores == t).sum())
     if tied > 1 and zeros in (int((scores <= t).sum()), int((scores < t).sum())):

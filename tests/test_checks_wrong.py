@@ -146,6 +146,7 @@ MASK_WRONG = {
     "flat": (lambda w, a: _prune_k(w, round(a * w.numel())).flatten(), "a mask must match the weight entry for entry"),
     "numpy": (lambda w, a: _prune_k(w, round(a * w.numel())).numpy(), "expected a torch.Tensor mask, got a 2-d numpy"),
     "one parameter": (lambda w: w != 0, "the check calls magnitude_mask with 2 arguments"),
+    "amount kept": (lambda w, a: _prune_k(w, w.numel() - round(a * w.numel())), "you pruned 1 - amount of the weights"),
 }
 
 
@@ -253,6 +254,8 @@ THRESHOLD_WRONG = {
     "(k-1)-th": (lambda ws, a: _kth(ws, round(a * _scores(ws).numel()) - 1) if a else 0.0,
                  "off by one: you returned the (k-1)-th"),
     "quantile": (lambda ws, a: torch.quantile(_scores(ws), a).item(), "torch.quantile interpolates"),
+    "quantile, nearest": (lambda ws, a: torch.quantile(_scores(ws), a, interpolation="nearest").item() if a else 0.0,
+                          "off by one: you returned the (k+1)-th"),
     "unique": (_unique, "distinct magnitudes"),
     "min at amount 0": (lambda ws, a: _kth(ws, max(1, round(a * _scores(ws).numel()))), "amount=0 prunes nothing"),
     "no k = 0 guard": (lambda ws, a: _scores(ws).kthvalue(round(a * _scores(ws).numel())).values.item(),
@@ -501,6 +504,8 @@ SLIM_WRONG = {
     "returns the inputs": (lambda a, b, k: (a, b), "returned the layers it was given"),
     "a list": (lambda a, b, k: list(_slim(a, b, k)), "expected a tuple of two nn.Linear, got a Python list"),
     "float64": (lambda a, b, k: tuple(m.double() for m in _slim(a, b, k)), "small.weight is float64, the original is"),
+    "bias.data assigned": (_then(lambda s, f, a, b, k: setattr(f.bias, "data", b.bias.data)),
+                           "following.bias shares its memory with next_layer.bias"),
 }
 
 
@@ -665,8 +670,18 @@ HEADS_WRONG = {
     "no return": (lambda a, k: None, "expected a new Attention module, got None (is a `return` missing?)"),
 }
 
+def _load_state_dict_style(attn, keep):
+    rows = _rows(attn, keep)
+    state = {f"{n}.{p}": getattr(getattr(attn, n), p)[rows] for n in ("q", "k", "v") for p in ("weight", "bias")}
+    state |= {"out.weight": attn.out.weight[:, rows], "out.bias": attn.out.bias}
+    new = Attention(attn.q.in_features, len(keep), attn.head_dim)
+    new.load_state_dict(state)                              # copies into new's own Parameters
+    return new
+
+
 HEADS_RIGHT = {
     "copy_": _heads,
+    "load_state_dict": _load_state_dict_style,
     "keep-all deepcopy": _heads_keep_all(copy.deepcopy),
     "sorted heads everywhere": lambda a, k: _heads(a, sorted(k)),
     "slices per head": lambda a, k: _heads(a, k, rows=torch.cat([torch.arange(a.q.out_features)[
