@@ -251,7 +251,7 @@ def slim_linear_pair(layer: nn.Linear, next_layer: nn.Linear, keep: torch.Tensor
             either are applied (their masked weights are copied).
         keep: distinct int indices of the hidden neurons to keep, ``(k,)`` with k >= 1, in the
             order the new layers should have them.
-        activation: what runs between the two layers (e.g. ``torch.relu``, ``torch.tanh``).
+        activation: the element-wise function between the two layers (``torch.relu``, ``torch.tanh``...).
             If given, the result computes exactly what ``next_layer(activation(layer(x)))``
             computes once the rows of ``layer.weight`` not in ``keep`` are zeroed and the bias is
             kept: each removed neuron outputs the constant ``activation(bias_i)`` (``activation(0)``
