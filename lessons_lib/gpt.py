@@ -215,7 +215,7 @@ def load_checkpoint(path: str | Path = CHECKPOINT, expected_sha256: str | None =
                          "the file is corrupt or from another version; re-run scripts/train_checkpoint.py")
     try:
         saved = torch.load(path, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         raise ValueError(f"checkpoint {path.name} is truncated or not a checkpoint (torch.load failed: "
                          f"{error}); re-run scripts/train_checkpoint.py") from error
     return load_gpt(saved)

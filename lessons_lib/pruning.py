@@ -309,7 +309,7 @@ def input_norms(model: nn.Module, x: torch.Tensor, layers: Mapping[str, nn.Linea
 
     def hook(name: str):
         def record(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-            rows = inputs[0].reshape(-1, inputs[0].shape[-1])          # (tokens, in_features)
+            rows = inputs[0].flatten(0, -2)                              # (tokens, in_features)
             sums[name] = sums.get(name, 0) + rows.pow(2).sum(dim=0)
         return record
 
@@ -337,6 +337,7 @@ def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, amount: float) 
 
     Args:
         weight: ``(out_features, in_features)``; norms: ``(in_features,)`` from :func:`input_norms`.
+        amount: the fraction of each row to prune, in [0, 1].
 
     Returns:
         bool ``(out_features, in_features)``, True = keep.

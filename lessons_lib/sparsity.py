@@ -50,7 +50,8 @@ def random_mask(
 
     Args:
         weight: any shape; only its shape and size are used.
-        amount: a float fraction in [0, 1] or an int count (not 1), as in :func:`magnitude_mask`.
+        amount: a float fraction in [0, 1] or an int count of entries, as in :func:`magnitude_mask`
+            (the int 1 is refused as ambiguous: write 1.0 to prune everything).
         generator: optional ``torch.Generator`` (on the CPU) for a repeatable draw.
 
     Returns:

@@ -132,7 +132,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
     Args:
         layer: ``nn.Linear(in_features, out_features)``, pruned or not; never modified.
         x: inputs ``(batch, in_features)`` on which the output error is measured.
-        amount: starting sparsity, a float in [0, 1].
+        amount: starting sparsity, a fraction in [0, 1].
 
     Returns:
         ``VBox([slider, readout, image])``. Setting ``slider.value`` (by hand or in code)
@@ -188,7 +188,7 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     Args:
         model: a model without pruning masks (its Linear weights are the starting point).
         x: inputs ``(n, features)``; y: labels ``(n,)`` on which accuracy is measured.
-        amounts: optional starting sparsity per layer name (default 0 for all).
+        amounts: optional starting sparsity per layer name, fractions in [0, 1] (default 0 for all).
 
     Returns:
         ``VBox([sliders..., readout, image])``; ``readout.value`` holds the text shown.
