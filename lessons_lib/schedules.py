@@ -29,7 +29,7 @@ from .models import MLP, linear_layers
 from .pruning import _linear_sparsity, get_masks, layer_sparsities, prune_global_to, prune_layerwise_to
 from .repro import seed_everything
 from .training import accuracy, check_split, train, train_together
-from .validate import require_fraction, require_int, require_number, require_positive_int
+from .validate import require_fraction, require_int, require_lr, require_number, require_positive_int
 
 Plan = list[tuple[int, float]]
 
@@ -126,6 +126,8 @@ def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: 
     prune_to = prune_global_to if scope == "global" else prune_layerwise_to
     layers = linear_layers(model)
     epochs = require_positive_int(epochs, "epochs")
+    require_lr(lr)
+    require_int(seed, "seed", 0)
     targets = check_plan(plan, epochs)
     if max(targets.values()) == 0:
         raise ValueError(f"plan never prunes (every target is 0), got {plan}: use training.train for that")

@@ -1,9 +1,12 @@
 """Pruning schedules and the schedule experiment."""
 
 import copy
+import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lessons_lib.data import digits_split
 from lessons_lib.models import MLP
@@ -136,3 +139,91 @@ def test_train_with_plan_scopes(data):
     assert len(set(layer_sparsities(global_).values())) == 3
     with pytest.raises(ValueError, match="scope must be 'global' or 'layer-wise', got 'local'"):
         train_with_plan(MLP(), data, [(0, 0.9)], epochs=1, progress=False, scope="local")
+
+
+# --- plans: checked whole, before any training --------------------------------------------------
+
+@pytest.mark.parametrize(("plan", "error", "message"), [
+    ([], ValueError, "plan must hold at least one"),
+    ("cubic", TypeError, "plan must be a list of"),
+    ({0: 0.5}, TypeError, "plan must be a list of"),
+    ([(0,)], TypeError, r"plan\[0\] must be an \(epoch, target\) pair"),
+    ([(0, 0.5), (0, 0.6)], ValueError, "plan prunes twice in epoch 0"),
+    ([(0.5, 0.5)], TypeError, r"plan\[0\]'s epoch must be an int, got float 0.5"),
+    ([(True, 0.5)], TypeError, r"plan\[0\]'s epoch must be an int"),
+    ([(-1, 0.5)], ValueError, r"plan epochs must be in \[0, 4\)"),
+    ([(0, 0.5), (1, 2.0)], ValueError, r"plan\[1\]'s target must be a fraction in \[0, 1\], got 2.0"),
+    ([(0, 0.5), (1, math.nan)], ValueError, r"plan\[1\]'s target must be a fraction"),
+    ([(0, 0.5), (1, 1)], ValueError, r"plan\[1\]'s target=1 is ambiguous"),
+    ([(2, 0.5), (1, 0.8)], ValueError, "plan targets must not decrease"),
+])
+def test_check_plan_refuses_bad_plans(plan, error, message):
+    from lessons_lib.schedules import check_plan
+
+    with pytest.raises(error, match=message):
+        check_plan(plan, 4)
+    with pytest.raises(error, match=message):
+        sparsity_per_epoch(plan, 4)
+
+
+@settings(max_examples=50, deadline=None)
+@given(epochs=st.integers(1, 60), data=st.data())
+def test_the_lessons_plans_are_valid_plans(epochs, data):
+    from lessons_lib.schedules import check_plan
+
+    steps = data.draw(st.integers(1, epochs))
+    final = data.draw(st.floats(0.0, 1.0))
+    for plan in (one_shot_plan(final), iterative_plan(final, epochs, steps)):
+        assert len(check_plan(plan, epochs)) == len(plan)
+    end = data.draw(st.integers(steps, epochs))
+    assert len(check_plan(cubic_plan(final, epochs, steps, end), epochs)) == steps
+
+
+@pytest.mark.parametrize(("plan", "message"), [
+    ([(0, 0.5), (1, 2.0)], r"plan\[1\]'s target must be a fraction"),      # bad target late in the plan
+    ([(0, 0.5), (1, "0.9")], r"plan\[1\]'s target must be a fraction"),
+    ([(0, 0.0), (2, 0.0)], "plan never prunes"),
+    ([(0, 0.5), (0, 0.9)], "plan prunes twice in epoch 0"),
+])
+def test_train_with_plan_checks_the_whole_plan_before_training(data, plan, message, monkeypatch):
+    import lessons_lib.schedules as schedules
+
+    monkeypatch.setattr(schedules, "train", lambda *a, **k: pytest.fail("trained before checking the plan"))
+    model = MLP()
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises((TypeError, ValueError), match=message):
+        train_with_plan(model, data, plan, epochs=3, progress=False)
+    assert list(model.state_dict()) == list(before)                    # no weight_orig / weight_mask
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_train_with_plan_refuses_a_first_target_below_the_models_sparsity(data, monkeypatch):
+    import lessons_lib.schedules as schedules
+    from lessons_lib.pruning import prune_global_to
+
+    model = MLP()
+    prune_global_to(model, 0.8)
+    monkeypatch.setattr(schedules, "train", lambda *a, **k: pytest.fail("trained before checking the plan"))
+    with pytest.raises(ValueError, match="plan's first target 0.5 is below the model's current global sparsity 0.8"):
+        train_with_plan(model, data, [(0, 0.5), (1, 0.9)], epochs=3, progress=False)
+    with pytest.raises(ValueError, match=r"lr must be a finite number, got inf"):
+        train_with_plan(model, data, [(0, 0.9)], epochs=3, lr=math.inf, progress=False)
+    with pytest.raises(TypeError, match="data must be a lessons_lib.data.Split"):
+        train_with_plan(model, tuple(data), [(0, 0.9)], epochs=3, progress=False)
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: cubic_sparsity(math.nan, 0.9, 0, 10), ValueError, "step must be a finite number, got nan"),
+    (lambda: cubic_sparsity(3, 0.9, 0, math.inf), ValueError, "end must be a finite number, got inf"),
+    (lambda: cubic_sparsity(3, 0.9, math.nan, 10), ValueError, "start must be a finite number, got nan"),
+    (lambda: cubic_sparsity("3", 0.9, 0, 10), TypeError, "step must be a number, got str"),
+    (lambda: cubic_sparsity(3, 0.9, 10, 5), ValueError, "end must be greater than start"),
+    (lambda: cubic_sparsity(3, 0.5, 0, 10, initial=0.8), ValueError, "initial must be <= final"),
+    (lambda: compare_schedules(None, seeds="01", targets=[0.5]), TypeError, "seeds must be a list, got str"),
+    (lambda: compare_schedules(None, seeds=[0], targets="0.5"), TypeError, "targets must be a list, got str"),
+    (lambda: compare_schedules(None, seeds=[0.5], targets=[0.5]), TypeError, r"seeds\[0\] must be an int"),
+    (lambda: compare_schedules("data", seeds=[0], targets=[0.5]), TypeError, "data must be a lessons_lib.data.Split"),
+])
+def test_schedule_inputs_that_used_to_pass_silently(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
