@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -185,3 +186,122 @@ def test_transformer_explorer():
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="norms must give one input-norm vector per layer"):
         transformer_sparsity_explorer(model, layers, task.x_test, task.y_test, {})
+
+
+# --- bad configs, tokens and operands ------------------------------------------------------------
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"heads": [2.5, 4]}, ValueError, r"heads must hold ints \(one per layer\), got \[2.5, 4\]"),
+    ({"ffn": [True, 8]}, ValueError, "ffn must hold ints"),
+    ({"heads": "44", "ffn": "88"}, TypeError, "heads must be a list of ints"),
+    ({"heads": None}, TypeError, "heads must be a list of ints"),
+    ({"heads": [], "ffn": []}, ValueError, "heads and ffn must list one entry per layer"),
+    ({"ffn": [-1, 8]}, ValueError, "heads and ffn must be >= 0 per layer"),
+    ({"d_model": 16.0}, ValueError, "d_model must be a positive int, got 16.0"),
+    ({"head_dim": True}, ValueError, "head_dim must be a positive int, got True"),
+    ({"vocab_size": 0}, ValueError, "vocab_size must be a positive int, got 0"),
+    ({"block_size": -1}, ValueError, "block_size must be a positive int, got -1"),
+])
+def test_config_refuses_what_used_to_build_wrong_models(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        GPTConfig(**kwargs)
+
+
+def test_config_stores_plain_int_lists():
+    import numpy as np
+
+    config = GPTConfig(heads=(np.int64(2), 1), ffn=(8, np.int32(4)))
+    assert config.heads == [2, 1] and config.ffn == [8, 4] and type(config.heads[0]) is int
+    assert json.dumps(config.to_dict())                                 # saves as plain JSON
+
+
+@pytest.mark.parametrize(("call", "error", "message"), [
+    (lambda: encode(torch.tensor([1234]), torch.tensor([1]), 3), ValueError, r"a must hold numbers in \[0, 1000\)"),
+    (lambda: encode(torch.tensor([12]), torch.tensor([-1]), 3), ValueError, r"b must hold numbers in \[0, 1000\)"),
+    (lambda: encode(torch.tensor([1.5]), torch.tensor([1]), 3), ValueError, "a must be a 1-D int tensor"),
+    (lambda: encode([1], [2], 3), TypeError, "a must be a torch.Tensor"),
+    (lambda: encode(torch.tensor([1, 2]), torch.tensor([1]), 3), ValueError, "a and b must have the same length"),
+    (lambda: encode(torch.tensor([1]), torch.tensor([1]), 0), ValueError, "n_digits must be a positive int"),
+    (lambda: addition_task(1, n_train=-5, n_val=10, n_test=10), ValueError, "n_train must be a positive int, got -5"),
+    (lambda: addition_task(1, n_train=5, n_val=0, n_test=10), ValueError, "n_val must be a positive int, got 0"),
+    (lambda: addition_task(1, n_train=5, n_val=5, n_test=2.5), ValueError, "n_test must be a positive int, got 2.5"),
+    (lambda: addition_task(True), ValueError, r"n_digits must be in \[1, 4\], got True"),
+    (lambda: addition_task(1, n_train=5, n_val=5, n_test=5, seed=-1), ValueError, "seed must be an int >= 0"),
+])
+def test_task_inputs_that_used_to_pass_silently(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_encode_keeps_small_int_types_exact():
+    x, y = encode(torch.tensor([200], dtype=torch.uint8), torch.tensor([100], dtype=torch.uint8), 3)
+    assert y.tolist() == [[0, 3, 0, 0]] and x.dtype == torch.int64   # 200 + 100 wrapped to 44 in uint8
+
+
+def test_scoring_checks_tokens_and_answers():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=11)).eval()
+    task = addition_task(3, n_train=20, n_val=10, n_test=10)
+    x, y = task.x_test, task.y_test
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for call, error, message in [
+        (lambda: exact_match(model, x.float(), y), ValueError, "x must be a non-empty 2-D int64 tensor"),
+        (lambda: exact_match(model, torch.full_like(x, 12), y), ValueError, r"x must hold token ids in \[0, 12\)"),
+        (lambda: exact_match(model, x, torch.full_like(y, -1)), ValueError, r"y must hold token ids in \[0, 12\)"),
+        (lambda: exact_match(model, x, torch.zeros(10, 11, dtype=torch.long)), ValueError, "shorter than the problem"),
+        (lambda: exact_match(model, x[:, :0], y), ValueError, "x must be a non-empty"),
+        (lambda: exact_match(model, torch.zeros(2, 12, dtype=torch.long), y[:2]), ValueError, "at most block_size=11"),
+        (lambda: exact_match(model, x, y, batch_size=0), ValueError, "batch_size must be a positive int"),
+        (lambda: answer_loss(model, x, y[:3]), ValueError, "y must hold one answer per problem"),
+        (lambda: train_on_task(model, task, 1, lr=math.inf), ValueError, "lr must be a finite number"),
+        (lambda: train_on_task(model, task, 1, weight_decay=-1), ValueError, "weight_decay must be >= 0"),
+        (lambda: train_on_task(model, (task.x_train, task.y_train), 1), TypeError, "task must be a tasks.Addition"),
+        (lambda: model(torch.zeros(2, 5)), ValueError, "idx must be a 2-D int64 tensor"),
+        (lambda: model(x, [torch.ones(4)]), ValueError, r"head_masks must be a list of one \(H,\) tensor per layer"),
+    ]:
+        with pytest.raises(error, match=message):
+            call()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_save_gpt_refuses_masks_it_could_not_load():
+    from lessons_lib.pruning import prune_layerwise, remove_masks
+
+    model = GPT(GPTConfig(block_size=11))
+    with pytest.raises(TypeError, match="model must be a GPT, got Linear"):
+        save_gpt(torch.nn.Linear(2, 2))
+    prune_layerwise(model, 0.3)
+    with pytest.raises(ValueError, match=r"call pruning.remove_masks\(model\) before saving"):
+        save_gpt(model)
+    remove_masks(model)
+    assert load_gpt(save_gpt(model)).config == model.config
+    with pytest.raises(ValueError, match=r"saved\['state_dict'\] does not fit saved\['config'\]"):
+        load_gpt({"config": GPTConfig(heads=[1, 1]).to_dict(), "state_dict": model.state_dict()})
+    with pytest.raises(ValueError, match=r"saved\['config'\] must be a dict of GPTConfig fields"):
+        load_gpt({"config": {"layers": 2}, "state_dict": {}})
+
+
+# --- checkpoint files ----------------------------------------------------------------------------
+
+def test_checkpoint_problems_get_clear_errors(tmp_path):
+    import hashlib
+
+    record = json.loads(CHECKPOINT.with_suffix(".json").read_text())
+    assert isinstance(load_checkpoint(CHECKPOINT, record["sha256"].upper()), GPT)      # hashes in either case
+    truncated = tmp_path / "gpt.pt"
+    truncated.write_bytes(CHECKPOINT.read_bytes()[:5000])
+    with pytest.raises(ValueError, match="checkpoint gpt.pt is truncated or not a checkpoint"):
+        load_checkpoint(truncated, hashlib.sha256(truncated.read_bytes()).hexdigest())
+    alone = tmp_path / "copied.pt"
+    shutil.copy(CHECKPOINT, alone)
+    with pytest.raises(FileNotFoundError, match=r"copied.json is missing beside copied.pt: it records the "
+                                                r"checkpoint's SHA-256"):
+        load_checkpoint(alone)
+    alone.with_suffix(".json").write_text("{not json")
+    with pytest.raises(ValueError, match="copied.json must be a JSON object with a 'sha256' entry"):
+        load_checkpoint(alone)
+    for bad in ("abc", "g" * 64, record["sha256"] + "0", 3):
+        with pytest.raises(ValueError, match="expected_sha256 must be 64 hexadecimal digits"):
+            load_checkpoint(CHECKPOINT, bad)
+    with pytest.raises(TypeError, match="path must be a str or pathlib.Path, got int"):
+        load_checkpoint(3)
