@@ -49,14 +49,15 @@ def check_labels(y: object, n: int, classes: int, name: str = "y") -> torch.Tens
 
 
 @torch.no_grad()
-def _logits(model: nn.Module, x: torch.Tensor, name: str = "x") -> torch.Tensor:
-    """``model(x)`` in eval mode (the mode is restored), ``(n, classes)``; a failure names ``x``."""
+def _logits(model: nn.Module, x: torch.Tensor, name: str = "x", shape: tuple | None = None) -> torch.Tensor:
+    """``model(x)`` in eval mode (the mode is restored), ``(n, classes)``; a failure names ``x``
+    (and ``shape``, the shape of the whole tensor when ``x`` is a slice of it)."""
     was_training = model.training
     model.eval()
     try:
         logits = model(x)
     except (RuntimeError, IndexError) as error:
-        raise ValueError(f"model could not run on {name} of shape {tuple(x.shape)}: {error}") from error
+        raise ValueError(f"model could not run on {name} of shape {shape or tuple(x.shape)}: {error}") from error
     finally:
         model.train(was_training)
     if not isinstance(logits, torch.Tensor) or logits.shape[:1] != x.shape[:1] or logits.dim() != 2:
@@ -72,7 +73,7 @@ def check_examples(model: nn.Module, x: object, y: object, logits: torch.Tensor 
     x = check_inputs(model, x)
     if isinstance(y, torch.Tensor) and y.dim() >= 1 and y.shape[0] != x.shape[0]:
         raise ValueError(f"x and y must hold the same, non-zero number of examples, got {x.shape[0]} and {y.shape[0]}")
-    classes = (_logits(model, x[:1]) if logits is None else logits).shape[1]
+    classes = (_logits(model, x[:1], "x", tuple(x.shape)) if logits is None else logits).shape[1]
     check_labels(y, x.shape[0], classes)
 
 
@@ -95,7 +96,7 @@ def check_split(data: object, model: nn.Module | None = None) -> Split:
         if x.shape[1] != data.x_train.shape[1]:
             raise ValueError(f"data.x_{part} must have {data.x_train.shape[1]} features like data.x_train, "
                              f"got {x.shape[1]}")
-        classes = _logits(model, x[:1], f"data.x_{part}").shape[1] if model is not None else 2 ** 62
+        classes = _logits(model, x[:1], f"data.x_{part}", tuple(x.shape)).shape[1] if model is not None else 2 ** 62
         check_labels(getattr(data, f"y_{part}"), x.shape[0], classes, f"data.y_{part}")
     return data
 
