@@ -1,5 +1,7 @@
 """Counting, storage, latency helpers; N:M masks; the latency explorer."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -160,3 +162,29 @@ def test_benchmark_import_drops_only_the_no_cuda_message(monkeypatch, capsys):
 
 def test_latency_still_times_after_the_fake_import():
     assert latency_ms(lambda: torch.ones(10).sum(), min_run_time=0.01) > 0
+
+
+def test_csr_bytes_only_for_integer_indices_and_empty_weights():
+    for dtype in (torch.float32, torch.int8, torch.bool, "int64"):
+        with pytest.raises(ValueError, match="index_dtype must be torch.int32 or torch.int64"):
+            csr_bytes(torch.ones(2, 2), dtype)
+    assert csr_bytes(torch.zeros(0, 5)) == 8                           # a layer with no rows: one row pointer
+    with pytest.raises(TypeError, match="weight must be a torch.Tensor, got list"):
+        csr_bytes([[1.0]])
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (([0.5, 0.9], {"CSR": [1.0]}, 1.0), ValueError, r"one time per entry of amounts \(2\): curves\['CSR'\]"),
+    (([0.5], [[1.0]], 1.0), TypeError, "curves must be a dict mapping"),
+    (([0.5], {}, 1.0), ValueError, "curves must hold at least one"),
+    (([0.5], {"CSR": [0.0]}, 1.0), ValueError, r"curves\['CSR'\]\[0\] must be > 0"),
+    (([0.5], {"CSR": [math.nan]}, 1.0), ValueError, r"curves\['CSR'\]\[0\] must be a finite number"),
+    (([0.5], {"CSR": [1.0]}, 0), ValueError, "dense_ms must be > 0"),
+    (("0.5", {"CSR": [1.0]}, 1.0), ValueError, "amounts must be a non-empty list of fractions"),
+    (([1.5], {"CSR": [1.0]}, 1.0), ValueError, r"amounts\[0\] must be a fraction"),
+])
+def test_latency_explorer_refuses_curves_it_cannot_show(args, error, message):
+    from lessons_lib.widgets import latency_explorer
+
+    with pytest.raises(error, match=message):
+        latency_explorer(*args)
