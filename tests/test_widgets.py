@@ -152,3 +152,139 @@ def test_partial_redraw_draws_only_what_changes():
     assert plt.imread(io.BytesIO(flat)).shape[:2] == (100, 200)     # 4 x 2 inches at 50 dpi
     with pytest.raises(TypeError, match="fig must be a matplotlib Figure, got Axes"):
         PartialRedraw(ax, [line])
+
+
+# --- every explorer returns exactly to its start and never touches the model ---------------------
+
+def _widget_state(box, strip_timings=False):
+    """Every control's value, every readout's text and every image's bytes, depth first."""
+    import re
+
+    import ipywidgets
+
+    state = []
+    for child in box.children:
+        if isinstance(child, ipywidgets.Box):
+            state += _widget_state(child, strip_timings)
+        elif isinstance(child, ipywidgets.Image):
+            state.append(("image", bytes(child.value)))
+        else:
+            value = child.value
+            if strip_timings and isinstance(value, str):
+                value = re.sub(r"[\d.]+ ms", "? ms", value)         # measured live: not repeatable
+            state.append((type(child).__name__, child.description, value))
+    return state
+
+
+def _model_state(model):
+    return ([(k, v.clone()) for k, v in model.state_dict().items()], [id(p) for p in model.parameters()],
+            [(sorted(m._forward_pre_hooks), sorted(m._forward_hooks), m.training) for m in model.modules()])
+
+
+def _same_model(a, b):
+    return (all(k == j and torch.equal(v, w) for (k, v), (j, w) in zip(a[0], b[0], strict=True))
+            and len(a[0]) == len(b[0]) and a[1:] == b[1:])
+
+
+def _drive(controls_and_values, box, strip_timings=False):
+    """Set each control to each of its values in turn, then back to where it was; the explorer's
+    state must be the start's again."""
+    start = _widget_state(box, strip_timings)
+    for control, values in controls_and_values:
+        first = control.value
+        for value in values:
+            control.value = value
+        control.value = first
+    assert _widget_state(box, strip_timings) == start
+
+
+def test_schedule_explorer_returns_to_its_start():
+    from lessons_lib.widgets import schedule_explorer
+
+    box = schedule_explorer(epochs=30, final=0.9, steps=5)
+    final, steps, end, readout, image = box.children
+    start = _widget_state(box)
+    steps.value = 25
+    assert end.value == 25                                    # raised: a plan needs end >= steps
+    steps.value = 5
+    assert end.value == 20 and _widget_state(box) == start    # and back (it used to stay at 25)
+    end.value = 3                                             # below steps: shown at steps
+    assert end.value == 5
+    end.value = 20
+    assert _widget_state(box) == start
+    _drive([(final, [0.0, 0.99, 0.5]), (steps, [1, 30, 12]), (end, [30, 1, 7])], box)
+    steps.value, end.value = 12, 12
+    steps.value = 5
+    assert end.value == 12                                    # the end chosen last is kept
+    with pytest.raises(ValueError, match=r"final must be in \[0, 0.99\] \(the slider's range\), got 1.0"):
+        schedule_explorer(final=1.0)
+
+
+def test_mlp_explorers_return_to_their_start_and_leave_the_model_alone(layer):
+    from lessons_lib.models import MLP
+    from lessons_lib.widgets import latency_explorer, layer_sparsity_explorer, neuron_explorer
+
+    box = sparsity_explorer(layer, torch.randn(16, 100), amount=0.3)
+    before = _model_state(layer)
+    _drive([(box.children[0], [0.0, 1.0, 0.77])], box)
+    assert _same_model(_model_state(layer), before)
+
+    torch.manual_seed(0)
+    model = MLP((8, 16, 12, 4))
+    x, y = torch.randn(40, 8), torch.randint(0, 4, (40,))
+    before = _model_state(model)
+    box = layer_sparsity_explorer(model, x, y, amounts={"layers.1": 0.4})
+    _drive([(s, [1.0, 0.0, 0.55]) for s in box.children[:3]], box)
+    box = neuron_explorer(model, x, y, batch=16)
+    _drive([(s, [1, s.max, 3]) for s in box.children[:2]], box, strip_timings=True)
+    assert _same_model(_model_state(model), before)
+
+    box = latency_explorer([0.5, 0.8, 0.9], {"CSR": [3.0, 2.0, 1.0]}, 2.0)
+    _drive([(box.children[0], [2, 0, 1])], box)
+
+
+def test_gpt_explorers_return_to_their_start_and_leave_the_model_alone():
+    from lessons_lib.gpt import GPT, GPTConfig, prunable_layers
+    from lessons_lib.pruning import input_norms
+    from lessons_lib.tasks import addition_task
+    from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6], block_size=11)).eval()
+    task = addition_task(3, n_train=20, n_val=10, n_test=30)
+    layers = prunable_layers(model)
+    before = _model_state(model)
+    norms = input_norms(model, task.x_train, layers)
+    box = transformer_sparsity_explorer(model, layers, task.x_test, task.y_test, norms)
+    method, slider = box.children[:2]
+    _drive([(slider, [0.0, 0.95, 0.3]), (method, list(method.options)[::-1]), (slider, [0.1])], box)
+    scores = [torch.rand(8), torch.rand(6)]
+    box = head_explorer(model, task.x_test, task.y_test, scores, batch=8)
+    grid, ffn = box.children[:2]
+    boxes = [b for row in grid.children for b in row.children]
+    _drive([*((b, [False]) for b in boxes), (ffn, [0.05, 0.5])], box, strip_timings=True)
+    assert _same_model(_model_state(model), before)
+    for bad, message in [([torch.rand(8)], r"ffn_scores must be a list of one score tensor per layer \(2\)"),
+                         ([torch.rand(8), torch.rand(7)], r"ffn_scores\[1\] must be a float tensor of shape \(6,\)"),
+                         ({0: torch.rand(8), 1: torch.rand(6)}, "ffn_scores must be a list"),
+                         ([torch.rand(8), torch.arange(6)], r"ffn_scores\[1\] must be a float tensor")]:
+        with pytest.raises(ValueError, match=message):
+            head_explorer(model, task.x_test, task.y_test, bad)
+    assert _same_model(_model_state(model), before)
+
+
+def test_explorers_check_their_data_once_up_front():
+    from lessons_lib.models import MLP
+    from lessons_lib.widgets import layer_sparsity_explorer, neuron_explorer
+
+    model = MLP((8, 6, 4))
+    x, y = torch.randn(20, 8), torch.randint(0, 4, (20,))
+    for explorer in (layer_sparsity_explorer, neuron_explorer):
+        with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 4\)"):
+            explorer(model, x, torch.full((20,), 4))
+        with pytest.raises(ValueError, match=r"model could not run on x of shape \(20, 5\)"):
+            explorer(model, torch.randn(20, 5), y)
+        with pytest.raises(ValueError, match="x is torch.float64 on cpu but model's parameters are torch.float32"):
+            explorer(model, x.double(), y)
+    with pytest.raises(TypeError, match="amounts must be a dict mapping"):
+        layer_sparsity_explorer(model, x, y, amounts=[0.5])
