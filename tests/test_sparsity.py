@@ -160,3 +160,29 @@ def test_report_errors():
         sp.model_sparsity({})
     with pytest.raises(ValueError, match="rows must hold at least one LayerSparsity"):
         sp.format_sparsity_report([])
+
+
+def test_layers_with_no_weights_are_left_out_of_the_report():
+    from lessons_lib.gpt import GPT, GPTConfig, allow_empty_layers
+
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[0, 2], ffn=[8, 0]))
+    rows = sp.sparsity_report(model)
+    assert all(r.total > 0 for r in rows) and "blocks.0.attn.q" not in {r.layer for r in rows}
+    assert "total" in sp.format_sparsity_report(rows)
+    assert sp.LayerSparsity("empty", (0, 4), 0, 0).sparsity == 0.0           # was ZeroDivisionError
+    with pytest.raises(ValueError, match="model has no module with a parameter named 'weight'"):
+        with allow_empty_layers():
+            sp.sparsity_report(nn.Linear(4, 0))
+
+
+def test_report_arguments_are_checked():
+    with pytest.raises(TypeError, match="name must be a str"):
+        sp.sparsity_report(nn.Linear(2, 2), 3)
+    with pytest.raises(TypeError, match=r"rows must hold LayerSparsity rows \(from sparsity_report\), got \['str'\]"):
+        sp.format_sparsity_report(["a", "b"])
+    with pytest.raises(TypeError, match="rows must be a list of LayerSparsity"):
+        sp.format_sparsity_report({"a": 1})
+    with pytest.raises(ValueError, match="n and m must be ints with 0 < n < m, got n=True"):
+        sp.n_m_mask(torch.randn(2, 4), True, 4)
+    with pytest.raises(TypeError, match="generator must be a CPU torch.Generator or None"):
+        sp.random_mask(torch.randn(4), 0.5, generator=3)
