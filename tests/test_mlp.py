@@ -178,3 +178,68 @@ def test_train_together_bad_input_changes_nothing(data, models, seeds, message):
     with pytest.raises((TypeError, ValueError), match=message):
         train_together(models, data, 1, seeds=seeds, progress=False)
     assert all(torch.equal(v, before[i][k]) for i, m in enumerate(models) for k, v in m.state_dict().items())
+
+
+# --- training arguments checked once, before the first step (validation helper) -----------------
+
+def _small_split(dtype=torch.float32):
+    from lessons_lib.data import Split
+
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 8, generator=g, dtype=dtype), torch.randint(0, 4, (32,), generator=g)
+    return Split(x[:16], y[:16], x[16:24], y[16:24], x[24:], y[24:])
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"lr": float("inf")}, ValueError, "lr must be a finite number, got inf"),
+    ({"lr": float("nan")}, ValueError, "lr must be a finite number, got nan"),
+    ({"seed": 1.5}, TypeError, "seed must be an int, got float 1.5"),
+    ({"on_epoch_start": "prune"}, TypeError, "on_epoch_start must be callable"),
+    ({"optimizer": "adam"}, TypeError, "optimizer must be a torch.optim.Optimizer or None, got str"),
+    ({"data": tuple(_small_split())}, TypeError, r"data must be a lessons_lib.data.Split \(from digits_split\)"),
+    ({"data": _small_split()._replace(y_train=torch.full((16,), 4))}, ValueError,
+     r"data.y_train must hold class indices in \[0, 4\)"),
+    ({"data": _small_split()._replace(y_val=torch.zeros(8))}, ValueError, "data.y_val must be an int64 tensor"),
+    ({"data": _small_split()._replace(x_train=torch.randn(16, 5))}, ValueError,
+     r"model could not run on data.x_train of shape \(16, 5\)"),
+    ({"data": _small_split()._replace(y_test=torch.zeros(7, dtype=torch.long))}, ValueError,
+     r"data.y_test must be an int64 tensor of shape \(8,\)"),
+    ({"data": _small_split(torch.float64)}, ValueError,
+     "data.x_train is torch.float64 on cpu but model's parameters are torch.float32"),
+])
+def test_train_refuses_before_the_first_step(kwargs, error, message):
+    model = MLP((8, 6, 4))
+    before = copy.deepcopy(model.state_dict())
+    calls = []
+    args = {"data": _small_split(), "epochs": 1, "progress": False, **kwargs}
+    if "on_epoch_start" not in kwargs:
+        args["on_epoch_start"] = calls.append
+    with pytest.raises(error, match=message):
+        train(model, **args)
+    assert calls == [] and all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_accuracy_checks_labels_against_the_models_outputs():
+    model = MLP((8, 6, 4))
+    x = torch.randn(5, 8)
+    for y, error, message in [(torch.full((5,), 4), ValueError, r"y must hold class indices in \[0, 4\)"),
+                              (torch.zeros(5), ValueError, "y must be an int64 tensor"),
+                              ([0, 1, 2, 3, 0], TypeError, "y must be a torch.Tensor")]:
+        with pytest.raises(error, match=message):
+            accuracy(model, x, y)
+    with pytest.raises(ValueError, match="x must be a non-empty 2-D float tensor"):
+        accuracy(model, x.long(), torch.zeros(5, dtype=torch.long))
+
+
+def test_float64_models_train_in_float64():
+    torch.manual_seed(0)
+    models = [MLP((8, 6, 4)).double() for _ in range(2)]
+    prune.l1_unstructured(models[0].layers[0], "weight", amount=0.5)
+    data = _small_split(torch.float64)
+    train_together(models, data, 2, seeds=[0, 1], progress=False)
+    assert all(p.dtype == torch.float64 for m in models for p in m.parameters())
+    assert int((models[0].layers[0].weight == 0).sum()) == 24
+    alone = MLP((8, 6, 4)).double()
+    assert len(train(alone, data, 1, progress=False)) == 1
+    with pytest.raises(TypeError, match=r"seeds\[0\] must be an int"):
+        train_together(models, data, 1, seeds=[0.5, 1], progress=False)
