@@ -94,7 +94,7 @@ def plot_error_vs_sparsity(
     """One line per method: relative output error (y) against sparsity in percent (x).
 
     Args:
-        amounts: the sparsity fractions, length m.
+        amounts: the sparsity fractions in [0, 1], length m.
         curves: method name -> m errors.
         spreads: optional method name -> m standard deviations, drawn as a band.
     """
@@ -116,14 +116,14 @@ def plot_error_vs_sparsity(
 
 
 def _check_curves(amounts: object, curves: object, spreads: object = None) -> None:
-    """``amounts``: numbers; ``curves`` (and ``spreads``): name -> one number per amount."""
+    """``amounts``: fractions in [0, 1]; ``curves`` (and ``spreads``): name -> one number per amount."""
     if not isinstance(amounts, (list, tuple, np.ndarray)):
         raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
     curves = require_mapping(curves, "curves", "names to lists of values")
     if len(amounts) == 0 or not curves:
         raise ValueError("amounts and curves must both be non-empty")
     for i, a in enumerate(amounts):
-        require_number(a, f"amounts[{i}]")
+        require_fraction(a, f"amounts[{i}]")
     spreads = {} if spreads is None else require_mapping(spreads, "spreads", "curve names to lists of values")
     if set(spreads) - set(curves):
         raise ValueError(f"spreads must name curves that exist, got {sorted(set(spreads) - set(curves))}")
@@ -170,7 +170,8 @@ def plot_plans(plans: Mapping[str, Sequence[tuple[int, float]]], epochs: int, ax
 def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
                               spreads: Mapping[str, Sequence[float]] | None = None, ax: Axes | None = None,
                               title: str = "accuracy vs sparsity", chance: float | None = None) -> Axes:
-    """Accuracy in percent (y) against sparsity in percent (x), one line per method; ``chance``
+    """Accuracy in percent (y) against sparsity in percent (x, ``amounts`` are fractions in
+    [0, 1]), one line per method; ``chance``
     (a fraction in [0, 1]) draws the chance level."""
     _check_curves(amounts, curves, spreads)
     if chance is not None:
@@ -187,7 +188,8 @@ def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Seq
 
 def plot_latency(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
                  reference: float | None = None, ax: Axes | None = None, title: str = "latency vs sparsity") -> Axes:
-    """Milliseconds (log scale, y) against sparsity in percent (x); ``reference``: a dense time line."""
+    """Milliseconds (log scale, y) against sparsity in percent (x); ``amounts`` are fractions in
+    [0, 1], ``curves`` name -> ms per amount, ``reference`` a dense time line (ms > 0)."""
     if reference is not None:
         require_number(reference, "reference", positive=True)
     ax = plot_error_vs_sparsity(amounts, curves, ax=ax, title=title)

@@ -172,7 +172,8 @@ METHODS = ("no fine-tuning", "one-shot", "iterative", "cubic")
 
 def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float], epochs: int = 30,
                       steps: int = 5, pretrain_epochs: int = 30, progress: bool = False) -> list[ScheduleComparison]:
-    """For each seed, train a dense MLP, then reach each target sparsity four ways, on a copy each:
+    """For each seed, train a dense MLP, then reach each target sparsity (a fraction in [0, 1])
+    four ways, on a copy each:
 
     - "no fine-tuning": one-shot global pruning, nothing else;
     - "one-shot": the same mask, then ``epochs`` of fine-tuning;

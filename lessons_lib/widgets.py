@@ -235,8 +235,9 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
 
 def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> widgets.VBox:
-    """Sliders for final sparsity, number of pruning steps and the epoch by which the cubic
-    schedule ends; draws the one-shot, iterative and cubic plans of ``schedules``.
+    """Sliders for final sparsity (a fraction in [0, 1], at most 0.99 here), number of pruning
+    steps and the epoch by which the cubic schedule ends; draws the one-shot, iterative and
+    cubic plans of ``schedules``.
 
     The cubic end shown is the one last chosen on its slider, raised to ``steps`` while steps
     exceed it (a plan needs end >= steps); lowering steps again brings it back to that choice.
