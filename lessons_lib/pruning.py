@@ -63,6 +63,20 @@ def _pruned_weight(layer: nn.Module) -> bool:
     return "weight_mask" in dict(layer.named_buffers(recurse=False))
 
 
+def _random_keep(layer: nn.Linear, amount: float, generator: torch.Generator | None) -> torch.Tensor:
+    """A random keep-mask for ``layer.weight`` that prunes ``round(amount * alive)`` of the entries
+    its mask still keeps, as ``prune`` does on a pruned layer (on an unpruned one it is exactly
+    ``sparsity.random_mask(layer.weight, amount, generator)``)."""
+    if not _pruned_weight(layer):
+        return random_mask(layer.weight, amount, generator)
+    alive = layer.weight_mask.flatten().nonzero().flatten()                  # (alive,)
+    chosen = alive[torch.randperm(alive.numel(), generator=generator)[:round(amount * alive.numel())]
+                   .to(alive.device)]
+    keep = torch.ones(layer.weight.numel(), dtype=torch.bool, device=layer.weight.device)
+    keep[chosen] = False
+    return keep.view_as(layer.weight)
+
+
 def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator | None = None,
                     random: bool = False, layers: Mapping[str, nn.Linear] | None = None) -> None:
     """Prune the same fraction ``amount`` (in [0, 1]) of every Linear layer's weight, by magnitude.
@@ -79,7 +93,7 @@ def prune_layerwise(model: nn.Module, amount: float, generator: torch.Generator 
         raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
     for layer in layers.values():
         if random:
-            prune.custom_from_mask(layer, "weight", random_mask(layer.weight, amount, generator))
+            prune.custom_from_mask(layer, "weight", _random_keep(layer, amount, generator))
         else:
             prune.l1_unstructured(layer, "weight", amount=amount)
 

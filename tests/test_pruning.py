@@ -339,3 +339,16 @@ def test_masks_keep_dtype_and_device():
     pr.apply_masks(other, pr.get_masks(model))
     norms = pr.input_norms(other, torch.randn(3, 8, dtype=torch.float64), {"layers.1": other.layers[1]})
     assert other.layers[0].weight.dtype == torch.float64 and norms["layers.1"].dtype == torch.float64
+
+
+def test_random_pruning_twice_prunes_a_fraction_of_what_is_left(mlp):
+    """Like prune.l1_unstructured: 0.5 then 0.5 leaves a quarter (random used to redraw over all entries)."""
+    plain = copy.deepcopy(mlp)
+    pr.prune_layerwise(mlp, 0.5, torch.Generator().manual_seed(3), random=True)
+    pr.prune_layerwise(plain, 0.5, torch.Generator().manual_seed(3), random=True)
+    assert all(torch.equal(a, b) for a, b in zip(pr.get_masks(mlp).values(), pr.get_masks(plain).values(),
+                                                 strict=True))      # unpruned layers: random_mask's draw
+    pr.prune_layerwise(mlp, 0.5, torch.Generator().manual_seed(4), random=True)
+    for layer in linear_layers(mlp).values():
+        n = layer.weight.numel()
+        assert int((layer.weight_mask == 0).sum()) == round(n / 2) + round(0.5 * (n - round(n / 2)))
