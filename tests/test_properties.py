@@ -206,10 +206,10 @@ CASES = [
     # pruning: masks on a whole model
     Case(pruning.prune_layerwise, lambda: {"model": mlp(), "amount": 0.5},
          {"model": NO_LINEAR, "amount": BAD_FRACTION,
-          "layers": st.one_of(NOT_MAPPING, st.just({"layers.0": nn.Linear(8, 12), "relu": nn.ReLU()}),
+          "layers": st.one_of(NOT_MAPPING.filter(lambda v: v is not None), st.just({"layers.0": nn.Linear(8, 12), "relu": nn.ReLU()}),
                               st.just({"layers.0": "layer"}))}),
     Case(pruning.prune_global, lambda: {"model": mlp(), "amount": 0.5},
-         {"model": NO_LINEAR, "amount": BAD_FRACTION, "layers": NOT_MAPPING}),
+         {"model": NO_LINEAR, "amount": BAD_FRACTION, "layers": NOT_MAPPING.filter(lambda v: v is not None)}),
     Case(pruning.prune_per_layer, lambda: {"model": mlp(), "amounts": {"layers.0": 0.5, "layers.1": 0.9}},
          {"model": NO_LINEAR,
           "amounts": st.one_of(NOT_MAPPING, st.just({"layers.0": 0.5, "layers.9": 0.5}),
