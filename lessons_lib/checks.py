@@ -26,9 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .assignment import Score, held_out_problems, score_submission
-from .gpt import GPT, Attention, load_checkpoint
-from .tasks import addition_task
+from .assignment import Score, SubmissionRefused, grade
+from .gpt import Attention
 
 
 class ExerciseFailure(AssertionError):
@@ -752,26 +751,13 @@ def check_remove_heads(remove_heads_fn: Callable) -> None:
 def check_assignment(prune_to_budget_fn: Callable) -> Score:
     """Lesson 08's grader: run ``prune_to_budget(dense, task)`` on a fresh copy of the shipped
     dense GPT and the lessons' addition task, then score what it returns on problems it never
-    saw (see :mod:`lessons_lib.assignment`). Prints the score table and returns the
-    :class:`~lessons_lib.assignment.Score`; a submission that cannot be scored raises
-    :class:`ExerciseFailure` saying why."""
-    dense, task = load_checkpoint(), addition_task(3, seed=0)
-    submission = _call(prune_to_budget_fn, "prune_to_budget", load_checkpoint(), task)
-    if not isinstance(submission, GPT):
-        raise ExerciseFailure(f"prune_to_budget must return a GPT (lessons_lib.gpt.GPT), got "
-                              f"{type(submission).__name__}; a slim model from slim_gpt or prune_to is one.")
-    submission = submission.cpu()        # trained on a GPU? it is measured where the dense model runs
-    x, y = held_out_problems()
+    saw, drawn afresh (see :func:`lessons_lib.assignment.grade`). Prints the score table and
+    returns the :class:`~lessons_lib.assignment.Score`; a submission that cannot be scored, or
+    that changed the grader or the library while it ran, raises :class:`ExerciseFailure` saying
+    why (0 points)."""
     try:
-        with torch.no_grad():
-            logits = submission(x[:2])
-    except Exception as error:
-        raise ExerciseFailure(f"the returned model fails on a batch of problems (shape (2, {x.shape[1]})): "
-                              f"{type(error).__name__}: {error}") from error
-    expected = (2, x.shape[1], dense.config.vocab_size)
-    if tuple(logits.shape) != expected:
-        raise ExerciseFailure(f"the returned model gives logits of shape {tuple(logits.shape)}; expected {expected} "
-                              "(batch, positions, vocabulary): keep the embeddings and the output head as they are.")
-    score = score_submission(submission, dense, x, y)
+        score = grade(lambda dense, task: _call(prune_to_budget_fn, "prune_to_budget", dense, task))
+    except SubmissionRefused as refused:
+        raise ExerciseFailure(str(refused)) from None
     print(score.table())
     return score

@@ -1,22 +1,39 @@
-"""Lesson 08's grader: parameter counting, the held-out problems, scoring, and the checker's messages."""
+"""Lesson 08's grader: counting what a model stores, the held-out problems, scoring, the checker's
+messages, and the cheats a student who reads the grader might try (each must score 0)."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import sys
+import threading
+import time
+
 import pytest
 import torch
+import torch.nn.functional as F
+from torch import nn
 from torch.nn.utils import prune
+from torch.overrides import TorchFunctionMode
 
 import lessons_lib.assignment as assignment
+import lessons_lib.tasks as tasks
 from lessons_lib.assignment import (
     BUDGET,
     POINTS,
     Criterion,
+    Rules,
     Score,
     allowed_parameters,
+    exam_rules,
+    grading_seed,
     held_out_problems,
+    held_tensors,
     non_embedding_parameters,
     parameter_costs,
+    plain_copy,
     score_submission,
+    stored_values,
 )
 from lessons_lib.checks import ExerciseFailure, check_assignment
 from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint, prunable_layers
@@ -29,18 +46,57 @@ def dense() -> GPT:
     return load_checkpoint()
 
 
-@pytest.fixture
-def fixed_speedup(monkeypatch):
-    """Scores without timing: the speed-up a test says, so no assertion depends on the machine."""
-    def use(value: float) -> None:
-        monkeypatch.setattr(assignment, "speedup", lambda dense, model, x: value)
-    return use
+def fixed(value: float):
+    """A speed-up measurement that says ``value``, so no assertion depends on the machine."""
+    return lambda dense, model, x: value
 
+
+def small(dense: GPT) -> GPT:
+    """A slim model well within the budget (34,764 values), not fine-tuned."""
+    return slim_gpt(dense, {0: [0, 1], 1: [0, 1]}, {0: list(range(64)), 1: list(range(64))})
+
+
+def refusal(prune_to_budget) -> str:
+    """What check_assignment says when it refuses ``prune_to_budget`` (0 points in nbgrader)."""
+    with pytest.raises(ExerciseFailure) as refused:
+        check_assignment(prune_to_budget)
+    return str(refused.value)
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+def test_rules_are_built_from_literals_frozen_and_checked(monkeypatch):
+    rules = exam_rules()
+    assert (rules.budget, rules.accuracy_floor, rules.min_speedup, rules.points, rules.held_out) == (
+        0.40, 0.90, 1.25, (4, 4, 2), 2_000)
+    assert (rules.budget, {"parameter budget": 4, "accuracy floor": 4, "speed-up": 2}) == (BUDGET, POINTS)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rules.budget = 1.0
+    monkeypatch.setattr(assignment, "BUDGET", 1.0)                    # the display constant is not read
+    monkeypatch.setitem(assignment.POINTS, "speed-up", -10)
+    assert exam_rules() == rules
+    for bad, message in (({"budget": 1.5}, r"budget must be a number in \(0.0, 1.0\], got 1.5"),
+                         ({"accuracy_floor": 0}, "accuracy_floor must be .*got 0"),
+                         ({"points": (4, -4, 2)}, r"points must be a tuple of 3 ints >= 0, got \(4, -4, 2\)"),
+                         ({"points": [4, 4, 2]}, "points must be a tuple"),
+                         ({"held_out": 0}, r"held_out must be an int in \[1, 100000\], got 0")):
+        with pytest.raises(ValueError, match=message):
+            dataclasses.replace(rules, **bad)
+
+
+def test_points_are_never_negative_nor_above_the_maximum():
+    with pytest.raises(ValueError, match="max_points must be an int >= 0, got -4"):
+        Criterion("speed-up", "2x", ">= 1.25x", True, -4)
+    score = Score((Criterion("a", "", "", True, 4), Criterion("b", "", "", "yes", 4)))   # only True passes
+    assert (score.points, score.max_points) == (4, 8)
+
+
+# --- counting what a model stores ----------------------------------------------------------------
 
 def test_non_embedding_parameters_of_the_dense_model(dense):
     total = sum(p.numel() for p in dense.parameters())
     embeddings = dense.tok_emb.weight.numel() + dense.pos_emb.weight.numel()
-    assert non_embedding_parameters(dense) == total - embeddings == 100_876
+    assert non_embedding_parameters(dense) == stored_values(dense) == total - embeddings == 100_876
     assert allowed_parameters(dense) == int(BUDGET * 100_876) == 40_350
 
 
@@ -49,8 +105,25 @@ def test_masks_do_not_reduce_the_stored_count(dense):
     for layer in prunable_layers(masked).values():
         prune.l1_unstructured(layer, "weight", amount=0.9)
     assert non_embedding_parameters(masked) == non_embedding_parameters(dense)
+    weights = sum(layer.weight.numel() for layer in prunable_layers(masked).values())
+    assert stored_values(masked) == stored_values(dense) + 2 * weights     # the mask and the masked copy too
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
         non_embedding_parameters("model")
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+        stored_values("model")
+
+
+def test_every_tensor_a_model_holds_counts_once(dense):
+    model = small(dense)
+    base = stored_values(model)
+    weight = model.blocks[0].fc1.weight
+    model.blocks[0].stash = [weight.detach(), {"w": weight.data}]     # the same values: counted once
+    model.notes = "tried 3 heads first"
+    assert stored_values(model) == base
+    model.register_buffer("hidden", torch.zeros(7))
+    model.blocks[1].attn.extra = (torch.zeros(3), [torch.ones(2, 5)])
+    assert stored_values(model) == base + 7 + 3 + 10
+    assert {"hidden", "blocks.1.attn.extra[0]", "blocks.1.attn.extra[1][0]"} <= set(held_tensors(model))
 
 
 def test_parameter_costs_match_what_removal_saves(dense):
@@ -60,8 +133,10 @@ def test_parameter_costs_match_what_removal_saves(dense):
     assert full - non_embedding_parameters(slim_gpt(dense, keep_ffn={1: list(range(250))})) == 6 * costs["FFN neuron"]
 
 
+# --- held-out problems ----------------------------------------------------------------------------
+
 def test_held_out_problems_are_disjoint_from_every_lesson_split_and_correct():
-    x, y = held_out_problems()
+    x, y = held_out_problems(seed=7)
     assert x.shape == (2_000, 11) and y.shape == (2_000, 4)
     task = addition_task(3, seed=0)
     seen = {tuple(row) for split in (task.x_train, task.x_val, task.x_test) for row in split[:, :7].tolist()}
@@ -70,18 +145,33 @@ def test_held_out_problems_are_disjoint_from_every_lesson_split_and_correct():
     a = x[:, 0] * 100 + x[:, 1] * 10 + x[:, 2]
     b = x[:, 4] * 100 + x[:, 5] * 10 + x[:, 6]
     assert torch.equal(y @ torch.tensor([1000, 100, 10, 1]), a + b)
-    assert torch.equal(held_out_problems()[0], x)                    # the same problems every time
-    with pytest.raises(ValueError, match="n must be an int in \\[1, 100000\\], got 0"):
+    assert torch.equal(held_out_problems(seed=7)[0], x)                  # a seed gives the same problems
+    assert not torch.equal(held_out_problems()[0], held_out_problems()[0])   # no seed: new ones every call
+    with pytest.raises(ValueError, match=r"n must be an int in \[1, 100000\], got 0"):
         held_out_problems(0)
+    with pytest.raises(ValueError, match=r"seed must be None or an int in \[0, 2\*\*63\), got -1"):
+        held_out_problems(10, seed=-1)
 
+
+def test_the_grading_seed_is_secret_unless_the_teacher_sets_one():
+    (first, teachers), (second, _) = grading_seed(None), grading_seed(None)
+    assert first != second and not teachers
+    assert grading_seed("20260101") == grading_seed("20260101") == (20260101, True)
+    with pytest.raises(ValueError, match=r"PRUNING_GRADER_SEED must be an int in \[0, 2\*\*63\), got 'exam'"):
+        grading_seed("exam")
+    assert assignment._SEAL.seed_setting is None          # read once, at import: a learner cannot set it later
+
+
+# --- scoring --------------------------------------------------------------------------------------
 
 def test_score_table_and_points():
     score = Score((Criterion("parameter budget", "1", "<= 2", True, 4),
                    Criterion("accuracy floor", "50.0%", ">= 90%", False, 4, "fine-tune longer"),
-                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2, timed=True)))
+                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2, timed=True)), note="drawn with seed 3")
     assert (score.points, score.max_points) == (6, 10)
     table = score.table()
     assert "0 / 4" in table and "6 / 10" in table and "✗ accuracy floor: fine-tune longer" in table
+    assert table.endswith("drawn with seed 3")
     assert score.summary().splitlines()[1].startswith("✗ accuracy floor")
     assert score.summary().splitlines()[-1].split() == ["total", "6", "/", "10"]
     untimed = score.summary(timed=False).splitlines()
@@ -89,39 +179,30 @@ def test_score_table_and_points():
     assert untimed[-1].split() == ["without", "timing", "4", "/", "8"]
 
 
-def test_the_dense_model_earns_nothing(dense, fixed_speedup):
-    fixed_speedup(1.0)
-    score = score_submission(load_checkpoint(), dense, *held_out_problems(200))
+def test_the_dense_model_earns_nothing(dense):
+    score = score_submission(load_checkpoint(), dense, *held_out_problems(200, seed=0), speedup_fn=fixed(1.0))
     assert score.points == 0
     budget, accuracy, _ = score.criteria
-    assert "remove 60,526 more" in budget.hint
+    assert "remove 60,526 more" in budget.hint and "beside the weights" not in budget.hint
     assert accuracy.measured.startswith("100.0%") and "within the parameter budget" in accuracy.hint
 
 
-def test_a_masked_model_is_told_masks_do_not_shrink_it(dense, fixed_speedup):
-    fixed_speedup(1.0)
-    masked = load_checkpoint()
-    for layer in prunable_layers(masked).values():
-        prune.l1_unstructured(layer, "weight", amount=0.7)
-    budget = score_submission(masked, dense, *held_out_problems(200)).criteria[0]
-    assert not budget.passed and "masks zero weights but store them all" in budget.hint
-
-
-def test_a_slim_model_within_budget_scores_per_criterion(dense, fixed_speedup):
+def test_a_slim_model_within_budget_scores_per_criterion(dense):
     slim = slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, {0: list(range(52)), 1: list(range(52))})
-    assert non_embedding_parameters(slim) <= allowed_parameters(dense)
-    fixed_speedup(1.9)
-    score = score_submission(slim, dense, *held_out_problems(500))   # not fine-tuned: below the floor
+    assert stored_values(slim) <= allowed_parameters(dense)
+    problems = held_out_problems(500, seed=0)
+    score = score_submission(slim, dense, *problems, speedup_fn=fixed(1.9))   # not fine-tuned: below the floor
     assert [c.passed for c in score.criteria] == [True, False, True]
     assert [c.timed for c in score.criteria] == [False, False, True]             # only the speed-up
     assert score.points == POINTS["parameter budget"] + POINTS["speed-up"]
-    fixed_speedup(1.1)
-    assert score_submission(slim, dense, *held_out_problems(500)).points == POINTS["parameter budget"]
+    assert score_submission(slim, dense, *problems, speedup_fn=fixed(1.1)).points == POINTS["parameter budget"]
+    strict = dataclasses.replace(exam_rules(), budget=0.2, points=(1, 1, 1))
+    assert score_submission(slim, dense, *problems, strict, fixed(1.9)).points == 0
 
 
 def test_speedup_is_a_ratio_of_times(dense):
     slim = slim_gpt(dense, {0: [0], 1: [0]}, {0: list(range(16)), 1: list(range(16))})
-    x = held_out_problems(256)[0]
+    x = held_out_problems(256, seed=0)[0]
     assert assignment.speedup(dense, dense, x, rounds=1) == pytest.approx(1.0, rel=0.5)
     assert assignment.speedup(dense, slim, x, rounds=1) > 1.0
     with pytest.raises(ValueError, match="rounds"):
@@ -134,13 +215,211 @@ def test_speedup_times_on_one_thread_and_restores_the_setting(dense, monkeypatch
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert assignment.speedup(dense, dense, held_out_problems(8)[0], rounds=2) == 1.0
+        assert assignment.speedup(dense, dense, held_out_problems(8, seed=0)[0], rounds=2) == 1.0
         assert seen == [1, 1, 1, 1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
 
 
-def test_check_assignment_messages(fixed_speedup):
+# --- what the model is: a plain GPT, rebuilt ------------------------------------------------------
+
+def test_plain_copy_is_a_fresh_gpt_equal_to_the_model(dense):
+    model = small(dense).double()
+    copy = plain_copy(model)
+    x = held_out_problems(64, seed=0)[0]
+    assert type(copy) is GPT and copy.config == model.config and copy.config is not model.config
+    assert copy.tok_emb.weight.dtype == torch.float32                   # graded like the dense model
+    torch.testing.assert_close(copy(x).double(), model(x), atol=1e-4, rtol=0)
+    ours = {p.data_ptr() for p in model.parameters()}
+    assert not any(p.data_ptr() in ours for p in copy.parameters())
+
+
+class AddsInPython(GPT):
+    """The issue's first cheat: 32 parameters, and a forward that does the sum in Python."""
+
+    def forward(self, idx: torch.Tensor, head_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        weights = torch.tensor([100, 10, 1])
+        total = idx[:, :3] @ weights + idx[:, 4:7] @ weights
+        digits = total[:, None] // torch.tensor([1000, 100, 10, 1]) % 10
+        logits = torch.zeros(*idx.shape, self.config.vocab_size)
+        logits[:, -4:].scatter_(2, digits[..., None], 1.0)
+        return logits
+
+
+def _forward_in_python(model: GPT) -> GPT:
+    model.forward = AddsInPython.forward.__get__(model)
+    return model
+
+
+def _weights_as_plain_attributes(model: GPT) -> GPT:
+    for layer in prunable_layers(model).values():
+        weight = layer.weight.detach()
+        del layer.weight
+        layer.weight = weight                            # a plain attribute, no longer a parameter
+    return model
+
+
+class Linear(nn.Linear):
+    """Looks like nn.Linear in a printout."""
+
+
+class Weight(nn.Parameter):
+    """A parameter whose class could run code on every operation."""
+
+
+@pytest.mark.parametrize(("tamper", "message"), [
+    (_forward_in_python, "model.forward replaces what GPT defines"),
+    (lambda m: setattr(m.blocks[1].attn, "forward", lambda x, head_mask=None: x) or m,
+     "blocks.1.attn.forward replaces what Attention defines"),
+    (lambda m: m.blocks[0].fc2.register_forward_hook(lambda mod, i, out: out * 0) and m,
+     "blocks.0.fc2 has forward_hooks registered"),
+    (lambda m: prune.l1_unstructured(m.blocks[0].fc1, "weight", 0.5) and m, "blocks.0.fc1 still carries pruning masks"),
+    (lambda m: setattr(m.blocks[0], "fc1", Linear(64, 64)) or m,
+     r"blocks.0.fc1 is a (tests.)?test_assignment.Linear, but GPT builds a torch.nn.modules.linear.Linear"),
+    (lambda m: m.add_module("helper", nn.Linear(2, 2)) or m, r"model has submodules \[.*'helper'"),
+    (lambda m: setattr(m, "answers", {"trick": print}) or m, "model.answers is a builtin_function_or_method"),
+    (lambda m: setattr(m.blocks[0].attn, "n_heads", 3) or m, "blocks.0.attn.n_heads is 3, but a GPT built from"),
+    (lambda m: setattr(m.config, "heads", [4, 2]) or m, "blocks.0.attn.n_heads is 2, but a GPT built from"),
+    (lambda m: setattr(m.blocks[0].fc1, "weight", nn.Parameter(torch.zeros(10, 64))) or m,
+     r"blocks.0.fc1.weight is of shape \(10, 64\), but model.config .* needs shape \(64, 64\)"),
+    (lambda m: setattr(m.config, "heads", [2.0, 2]) or m, r"model.config.heads must be a list of ints"),
+    (lambda m: setattr(m.config, "stash", torch.zeros(9)) or m, r"model.config holds \[.*'stash'"),
+    (lambda m: setattr(m.blocks[0].fc1, "weight", Weight(m.blocks[0].fc1.weight.detach())) or m,
+     "blocks.0.fc1.weight is a Weight; only plain tensors"),
+    (lambda m: m.to("meta"), "weights cannot be copied to the CPU"),
+    (_weights_as_plain_attributes, "blocks.0.attn.q.weight is missing"),
+])
+def test_plain_copy_refuses_anything_but_the_library_gpt(dense, tamper, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        plain_copy(tamper(small(dense)))
+
+
+def test_a_gpt_subclass_doing_the_sum_in_python_scores_0(dense):
+    cheat = AddsInPython(GPTConfig(heads=[0], ffn=[0]))
+    x, y = held_out_problems(100, seed=0)
+    assert tasks.exact_match(cheat, x, y) == 1.0                          # it does add
+    assert "not a AddsInPython" in refusal(lambda dense, task: AddsInPython(GPTConfig(heads=[0], ffn=[0])))
+    assert "model.forward replaces" in refusal(lambda dense, task: _forward_in_python(small(dense)))
+
+
+def _weights_as_buffers(model: GPT) -> GPT:
+    for layer in prunable_layers(model).values():
+        weight = layer.weight.detach()
+        del layer.weight
+        layer.register_buffer("weight", weight)          # the same state_dict key, as a buffer
+    return model
+
+
+def test_dense_weights_hidden_as_buffers_or_attributes_fill_the_budget(dense):
+    problems = held_out_problems(200, seed=0)
+    as_buffers = _weights_as_buffers(load_checkpoint())                  # the dense model, buffers for weights
+    over = _weights_as_buffers(slim_gpt(dense, keep_ffn={0: list(range(128)), 1: list(range(128))}))
+    beside = small(dense)
+    beside.stash = [layer.weight.detach().clone() for layer in prunable_layers(dense).values()]
+    for model in (as_buffers, over, beside):
+        assert non_embedding_parameters(model) <= allowed_parameters(dense)   # what the grader used to count
+        assert stored_values(model) > allowed_parameters(dense)
+        score = score_submission(model, dense, *problems, speedup_fn=fixed(3.0))
+        assert score.points == 0 and not score.criteria[0].passed
+    assert "beside the weights (stash[0], stash[1], stash[2] ...): every tensor counts" in score.criteria[0].hint
+
+
+# --- the grader itself is out of reach ------------------------------------------------------------
+
+class _Everything(TorchFunctionMode):
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+def _cheats(monkeypatch, cleanup):
+    """(name, what the learner's code does) for each attempt to change the grader while it runs."""
+    slow = F.linear
+
+    def linear(x, w, b=None):
+        time.sleep(0.01 if w.shape[0] == 256 else 0)     # only the dense model's FFN
+        return slow(x, w, b)
+
+    def enter_mode():
+        mode = _Everything()
+        mode.__enter__()
+        cleanup.append(lambda: mode.__exit__(None, None, None))
+
+    def trace():
+        before = sys.gettrace()
+        sys.settrace(lambda *args: None)
+        cleanup.append(lambda: sys.settrace(before))
+
+    def thread():
+        stop = threading.Event()
+        worker = threading.Thread(target=stop.wait, name="slows the dense model", daemon=True)
+        worker.start()
+        cleanup.append(lambda: stop.set() or worker.join())
+
+    def float64():
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        cleanup.append(lambda: torch.set_default_dtype(before))
+
+    def code():
+        def faster(dense, model, x, rounds=3):
+            return 100.0
+        monkeypatch.setattr(assignment.speedup, "__code__", faster.__code__)
+
+    return {
+        "lessons_lib.assignment.BUDGET": lambda: monkeypatch.setattr(assignment, "BUDGET", 1.0),
+        "lessons_lib.assignment.ACCURACY_FLOOR": lambda: monkeypatch.setattr(assignment, "ACCURACY_FLOOR", 0.0),
+        "lessons_lib.assignment.POINTS": lambda: monkeypatch.setattr(assignment, "POINTS", dict.fromkeys(POINTS, -4)),
+        "lessons_lib.assignment.POINTS ": lambda: monkeypatch.setitem(assignment.POINTS, "speed-up", -10),
+        "lessons_lib.assignment.exact_match": lambda: monkeypatch.setattr(assignment, "exact_match", lambda *a: 1.0),
+        "lessons_lib.tasks.exact_match": lambda: monkeypatch.setattr(tasks, "exact_match", lambda *a: 1.0),
+        "lessons_lib.assignment.speedup": lambda: monkeypatch.setattr(assignment, "speedup", lambda *a: 9.0),
+        "lessons_lib.assignment.speedup ": code,
+        "lessons_lib.assignment.exam_rules": lambda: monkeypatch.setattr(
+            assignment, "exam_rules", lambda: Rules(1.0, 1e-9, 1e-9, (4, 4, 2))),
+        "Criterion.points": lambda: monkeypatch.setattr(Criterion, "points", property(lambda self: self.max_points)),
+        "GPT.forward": lambda: monkeypatch.setattr(GPT, "forward", AddsInPython.forward),
+        "torch.nn.functional.linear": lambda: monkeypatch.setattr(F, "linear", linear),
+        "torch's default dtype": float64,
+        "torch.nn.modules.module._global_forward_hooks": lambda: monkeypatch.setitem(
+            torch.nn.modules.module._global_forward_hooks, 10**9, lambda module, args, out: out),
+        "a torch function or dispatch mode": enter_mode,
+        "a trace or profile function": trace,
+        "a thread left running (slows the dense model)": thread,
+    }
+
+
+@pytest.mark.parametrize("name", list(_cheats(None, None)))
+def test_a_submission_that_changes_the_grader_scores_0(monkeypatch, name):
+    cleanup = []
+    cheat = _cheats(monkeypatch, cleanup)[name]
+
+    def prune_to_budget(dense, task):
+        cheat()
+        return small(dense)
+
+    try:
+        message = refusal(prune_to_budget)
+    finally:
+        for undo in reversed(cleanup):
+            undo()
+    assert "prune_to_budget changed what the grader relies on: " + name.strip() in message
+    assert "restart the kernel" in message
+
+
+def test_a_change_made_before_the_grader_is_called_is_refused_too(monkeypatch):
+    monkeypatch.setattr(assignment, "speedup", fixed(2.0))
+    assert "lessons_lib.assignment.speedup" in refusal(lambda dense, task: small(dense))
+
+
+def test_a_changed_checkpoint_is_refused(monkeypatch):
+    monkeypatch.setattr(assignment, "_SEAL", dataclasses.replace(assignment._SEAL, checkpoint_sha256="0" * 64))
+    message = refusal(lambda dense, task: small(dense))
+    assert "the shipped checkpoint changed while prune_to_budget ran" in message and "0" * 64 in message
+
+
+# --- check_assignment end to end ------------------------------------------------------------------
+
+def test_check_assignment_messages():
     def not_done(dense, task):
         raise NotImplementedError()
 
@@ -154,21 +433,51 @@ def test_check_assignment_messages(fixed_speedup):
         check_assignment(lambda dense, task: GPT(GPTConfig(block_size=4)))
     with pytest.raises(ExerciseFailure, match="raised ZeroDivisionError"):
         check_assignment(lambda dense, task: 1 / 0)
+    with pytest.raises(ExerciseFailure, match="cannot be graded: blocks.0.fc1 still carries pruning masks"):
+        check_assignment(lambda dense, task: prune.random_unstructured(dense.blocks[0].fc1, "weight", 0.5) and dense)
 
 
-def test_check_assignment_gives_the_learner_a_copy_and_prints_the_table(capsys, fixed_speedup):
-    fixed_speedup(2.0)
-    received = []
+def test_check_assignment_grades_a_copy_on_problems_drawn_afresh(capsys, monkeypatch):
+    monkeypatch.delenv("PRUNING_GRADER_SEED", raising=False)
+    received, public = [], []
 
     def keep_half_the_heads(dense, task):
         received.append(dense)
+        public.append(held_out_problems()[0])          # what a learner could fine-tune on
+        monkeypatch.setenv("PRUNING_GRADER_SEED", "42")     # too late: the grader read it when imported
         assert len(task.x_train) == 20_000
-        return slim_gpt(dense, {0: [0, 1], 1: [0, 1]}, {0: list(range(64)), 1: list(range(64))})
+        return small(dense)
 
     score = check_assignment(keep_half_the_heads)
     out = capsys.readouterr().out
-    assert "parameter budget" in out and f"{score.points} / {score.max_points}" in out
-    assert score.criteria[0].passed
+    assert "parameter budget" in out and f"{score.points} / {score.max_points}" in out and score.note in out
+    assert score.criteria[0].passed and score.criteria[0].measured.startswith("34,764")
+    seed = int(re.search(r"drawn with seed (\d+) \(PRUNING_GRADER_SEED=\1 draws them again\)", score.note)[1])
+    graded = held_out_problems(2_000, seed)[0]
+    shared = {tuple(r) for r in graded[:, :7].tolist()} & {tuple(r) for r in public[0][:, :7].tolist()}
+    assert len(shared) < 50                 # two draws of 2,000 from 500,000 share 8 on average
     with torch.no_grad():                                           # the learner may change its copy freely
         received[0].head.weight.zero_()
     assert load_checkpoint().head.weight.abs().sum() > 0
+
+
+def test_walking_the_stack_finds_no_model_the_grader_times(monkeypatch):
+    monkeypatch.setattr(assignment, "_SEAL", dataclasses.replace(assignment._SEAL, seed_setting="1234"))
+    found = []
+
+    def slow_down_every_gpt_on_the_stack(dense, task):
+        frame = sys._getframe()
+        while frame is not None:
+            for value in list(frame.f_locals.values()):
+                if isinstance(value, GPT) and not any(value is seen for seen in found):
+                    found.append(value)
+                    slow = value.forward
+                    value.forward = lambda *args, slow=slow: time.sleep(0.05) or slow(*args)
+            frame = frame.f_back
+        return small(dense)
+
+    score = check_assignment(slow_down_every_gpt_on_the_stack)
+    assert len(found) == 1                                 # the learner's own copy, nothing of the grader's
+    ratio = float(score.criteria[2].measured.split("x")[0])
+    assert ratio < 10                                      # 0.05 s on each dense pass would give > 20x
+    assert score.note.endswith("drawn with the teacher's seed") and "1234" not in score.note

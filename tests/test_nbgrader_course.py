@@ -1,9 +1,11 @@
 """The lessons dropped unchanged into an nbgrader course: release, submit, autograde, export.
 
-Runs nbgrader's own command line on a throwaway course with lessons 00 and 08 (about 20 s):
-an untouched release scores nothing, and a submission that solves lesson 00 and hands in an
+Runs nbgrader's own command line on a throwaway course with lessons 00 and 08 (about 40 s):
+an untouched release scores nothing, a submission that solves lesson 00 and hands in an
 un-fine-tuned slim model for lesson 08 gets lesson 00's point plus lesson 08's partial credit
-(parameter budget and speed-up, no accuracy).
+(parameter budget and speed-up, no accuracy), and the same model handed in by a function that
+also turns the grader's points negative (which nbgrader would read as full credit) gets 0 for
+lesson 08.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ("00_start_here.ipynb", "08_assignment_prune_to_a_budget.ipynb")
 SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, "
                            "{0: list(range(53)), 1: list(range(53))})")
+NEGATIVE_POINTS = ("import lessons_lib.assignment as grader\n"
+                   "    grader.POINTS.update({name: -points for name, points in grader.POINTS.items()})\n"
+                   "    " + SLIM_BUT_NOT_FINE_TUNED)
+STUDENTS = ("untouched", "partial", "cheater")
 
 
 def _nbgrader(course: Path, *args: str) -> None:
@@ -46,7 +52,7 @@ def test_release_autograde_and_partial_credit(tmp_path):
         shutil.copy(ROOT / "notebooks" / name, course / "source" / "lesson" / name)
     (course / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.CourseDirectory.course_id = 'pruning'\nc.CourseDirectory.root = {str(course)!r}\n")
-    for student in ("untouched", "partial"):
+    for student in STUDENTS:
         _nbgrader(course, "db", "student", "add", student)
     _nbgrader(course, "db", "assignment", "add", "lesson")
     _nbgrader(course, "generate_assignment", "lesson", "--force")
@@ -54,13 +60,16 @@ def test_release_autograde_and_partial_credit(tmp_path):
     release = course / "release" / "lesson"
     released = nbformat.read(release / LESSONS[1], as_version=4)
     assert "### BEGIN SOLUTION" not in nbformat.writes(released)      # the release holds no solution
-    for student in ("untouched", "partial"):
+    for student in STUDENTS:
         (course / "submitted" / student / "lesson").mkdir(parents=True)
     for name in LESSONS:
         shutil.copy(release / name, course / "submitted" / "untouched" / "lesson" / name)
     partial = course / "submitted" / "partial" / "lesson"
     _solve(release, partial, LESSONS[0], "raise NotImplementedError()", "return int((t == 0).sum())")
     _solve(release, partial, LESSONS[1], "raise NotImplementedError()", SLIM_BUT_NOT_FINE_TUNED)
+    cheater = course / "submitted" / "cheater" / "lesson"
+    _solve(release, cheater, LESSONS[0], "raise NotImplementedError()", "return int((t == 0).sum())")
+    _solve(release, cheater, LESSONS[1], "raise NotImplementedError()", NEGATIVE_POINTS)
 
     _nbgrader(course, "autograde", "lesson", "--force")
     _nbgrader(course, "export", "--to", str(tmp_path / "grades.csv"))
@@ -68,3 +77,4 @@ def test_release_autograde_and_partial_credit(tmp_path):
         grades = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
     assert grades["untouched"] == (0.0, 11.0)
     assert grades["partial"] == (1.0 + 4.0 + 2.0, 11.0)       # count_zeros + budget + speed-up
+    assert grades["cheater"] == (1.0, 11.0)                    # the grader refused lesson 08's model
