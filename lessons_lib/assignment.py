@@ -167,7 +167,7 @@ def held_out_problems(n: int = 2_000, seed: int | None = None) -> tuple[torch.Te
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
         raise ValueError(f"n must be an int in [1, 100000], got {n!r}")
     if seed is None:
-        seed = secrets.randbits(63)
+        seed = secrets.randbelow(2**31)
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be None or an int in [0, 2**63), got {seed!r}")
     pool = torch.randperm(10**6, generator=torch.Generator().manual_seed(0))[_FIRST_HELD_OUT:]
@@ -180,7 +180,7 @@ def grading_seed(text: str | None) -> tuple[int, bool]:
     value of the environment variable ``PRUNING_GRADER_SEED`` (an int >= 0) when it is set, else
     (``None``) a fresh secret seed. The grader reads the variable once, when it is imported."""
     if text is None:
-        return secrets.randbits(63), False
+        return secrets.randbelow(2**31), False
     if not text.strip().isdigit() or int(text) >= 2**63:
         raise ValueError(f"{SEED_VARIABLE} must be an int in [0, 2**63), got {text!r}")
     return int(text), True
@@ -451,7 +451,7 @@ _WATCHED_NAMES = {     # module: the names grading relies on (None: every name b
                  "vars", "getattr", "hasattr", "id", "iter", "next", "range", "zip", "any", "all", "sorted",
                  "enumerate", "list", "tuple", "dict", "set", "str", "print", "super", "object"),
     "hashlib": ("sha256",),
-    "secrets": ("randbits",),
+    "secrets": ("randbelow",),
     "statistics": ("median",),
     "time": ("perf_counter",),
     "timeit": ("default_timer",),
@@ -520,6 +520,7 @@ class Seal:
     modes then active. :meth:`changes` lists what differs now."""
 
     entries: tuple[tuple[str, object, str, object, tuple | None], ...]   # (label, owner, name, value, contents)
+    class_names: tuple[tuple[type, frozenset[str]], ...]    # a name added to a class can override its base's
     checkpoint_sha256: str | None
     seed_setting: str | None        # PRUNING_GRADER_SEED as it was set: a learner's code cannot choose it later
     tracers: tuple[object, ...]
@@ -529,21 +530,23 @@ class Seal:
     @classmethod
     def now(cls) -> Seal:
         benchmark = _benchmark_module()
-        owners = [(name, sys.modules[name] if name in sys.modules else __import__(name, fromlist=["_"]), names)
-                  for name, names in _WATCHED_NAMES.items()]
+        modules = [(name, sys.modules[name] if name in sys.modules else __import__(name, fromlist=["_"]), names)
+                   for name, names in _WATCHED_NAMES.items()]
         classes = (torch.Tensor, nn.Parameter, nn.Module, nn.Linear, nn.LayerNorm, nn.Embedding, nn.ModuleList,
                    benchmark.Timer, benchmark.Measurement, GPT, GPTConfig, Block, Attention, Rules, Criterion, Score,
                    cls)
-        owners += [(c.__qualname__, c, None) for c in classes]
+        owners = [(label, module, (lambda name, names=names: name in names) if names else
+                   (lambda name: not name.startswith("__"))) for label, module, names in modules]
+        owners += [(c.__qualname__, c, lambda name: True) for c in classes]     # dunders too: __call__ ...
         entries = tuple((label, owner, name, value, _contents(value))
-                        for label, owner, names in owners
-                        for name, value in list(vars(owner).items())
-                        if (name in names if names else not name.startswith("__")))
+                        for label, owner, watched in owners
+                        for name, value in list(vars(owner).items()) if watched(name))
         try:
             sha256 = json.loads(CHECKPOINT.with_suffix(".json").read_text())["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             sha256 = None
-        return cls(entries, sha256, os.environ.get(SEED_VARIABLE), _tracers(), _torch_modes(), _torch_defaults())
+        return cls(entries, tuple((c, frozenset(vars(c))) for c in classes), sha256, os.environ.get(SEED_VARIABLE),
+                   _tracers(), _torch_modes(), _torch_defaults())
 
     def changes(self, threads_before: tuple[threading.Thread, ...] | None = None) -> list[str]:
         """What differs from the seal: each changed name, trace functions and torch modes, and
@@ -552,6 +555,7 @@ class Seal:
         found = [f"{label}.{name}" for label, owner, name, value, contents in self.entries
                  if not _same(vars(owner).get(name, missing), value)
                  or (contents is not None and not _same(_contents(value), contents))]
+        found += [f"{c.__qualname__}.{name}" for c, names in self.class_names for name in sorted(set(vars(c)) - names)]
         if threads_before is not None:
             found += [f"a thread left running ({thread.name})" for thread in threading.enumerate()
                       if thread not in threads_before and thread.is_alive() and not _is_progress_monitor(thread)]

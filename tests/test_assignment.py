@@ -333,7 +333,7 @@ class _Everything(TorchFunctionMode):
 
 def _cheats(monkeypatch, cleanup):
     """(name, what the learner's code does) for each attempt to change the grader while it runs."""
-    slow = F.linear
+    slow, call, transpose = F.linear, nn.Module.__call__, torch.Tensor.transpose   # the last one is inherited
 
     def linear(x, w, b=None):
         time.sleep(0.01 if w.shape[0] == 256 else 0)     # only the dense model's FFN
@@ -378,6 +378,8 @@ def _cheats(monkeypatch, cleanup):
             assignment, "exam_rules", lambda: Rules(1.0, 1e-9, 1e-9, (4, 4, 2))),
         "Criterion.points": lambda: monkeypatch.setattr(Criterion, "points", property(lambda self: self.max_points)),
         "GPT.forward": lambda: monkeypatch.setattr(GPT, "forward", AddsInPython.forward),
+        "Module.__call__": lambda: monkeypatch.setattr(nn.Module, "__call__", lambda *a, **k: call(*a, **k)),
+        "Tensor.transpose": lambda: monkeypatch.setattr(torch.Tensor, "transpose", lambda t, *a: transpose(t, *a)),
         "torch.nn.functional.linear": lambda: monkeypatch.setattr(F, "linear", linear),
         "torch's default dtype": float64,
         "torch.nn.modules.module._global_forward_hooks": lambda: monkeypatch.setitem(
