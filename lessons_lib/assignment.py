@@ -507,6 +507,17 @@ def _tracers() -> tuple[object, ...]:
             getattr(threading, "getprofile", lambda: None)())
 
 
+_TORCH_COMPILE_DIR = os.path.join(os.path.dirname(torch.__file__), "_dynamo", "")
+
+
+def _installed_by_torch_compile(value: object) -> bool:
+    """What ``torch.compile`` sets on ``nn.Module`` the first time it runs (an ``__init__`` and a
+    ``__setstate__`` from ``torch/_dynamo``, a flag): an honest solution may compile."""
+    if type(value) is bool:
+        return True
+    return isinstance(value, types.FunctionType) and value.__code__.co_filename.startswith(_TORCH_COMPILE_DIR)
+
+
 def _is_progress_monitor(thread: threading.Thread) -> bool:
     """tqdm's monitor thread, which the first progress bar starts (an honest fine-tuning does)."""
     return type(thread).__name__ == "TMonitor" and type(thread).__module__ == "tqdm._monitor"
@@ -553,9 +564,11 @@ class Seal:
         threads still running that were not in ``threads_before`` (unless it is None)."""
         missing = object()
         found = [f"{label}.{name}" for label, owner, name, value, contents in self.entries
-                 if not _same(vars(owner).get(name, missing), value)
+                 if not _same(vars(owner).get(name, missing), value) and not (
+                     owner is nn.Module and _installed_by_torch_compile(vars(owner).get(name)))
                  or (contents is not None and not _same(_contents(value), contents))]
-        found += [f"{c.__qualname__}.{name}" for c, names in self.class_names for name in sorted(set(vars(c)) - names)]
+        found += [f"{c.__qualname__}.{name}" for c, names in self.class_names for name in sorted(set(vars(c)) - names)
+                  if not (c is nn.Module and _installed_by_torch_compile(vars(c)[name]))]
         if threads_before is not None:
             found += [f"a thread left running ({thread.name})" for thread in threading.enumerate()
                       if thread not in threads_before and thread.is_alive() and not _is_progress_monitor(thread)]

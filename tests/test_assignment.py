@@ -267,6 +267,20 @@ class Weight(nn.Parameter):
     """A parameter whose class could run code on every operation."""
 
 
+class Pretends:
+    """Not a GPT, but isinstance(Pretends(), GPT) is True."""
+
+    __class__ = property(lambda self: GPT)
+
+
+class Config(GPTConfig):
+    """A config whose methods could say anything."""
+
+
+class Parameters(dict):
+    """A parameter dict whose items() could hide or invent weights."""
+
+
 @pytest.mark.parametrize(("tamper", "message"), [
     (_forward_in_python, "model.forward replaces what GPT defines"),
     (lambda m: setattr(m.blocks[1].attn, "forward", lambda x, head_mask=None: x) or m,
@@ -287,6 +301,9 @@ class Weight(nn.Parameter):
     (lambda m: setattr(m.blocks[0].fc1, "weight", Weight(m.blocks[0].fc1.weight.detach())) or m,
      "blocks.0.fc1.weight is a Weight; only plain tensors"),
     (lambda m: m.to("meta"), "weights cannot be copied to the CPU"),
+    (lambda m: Pretends(), "must be a lessons_lib.gpt.GPT itself, not a Pretends"),
+    (lambda m: setattr(m, "config", Config(**m.config.to_dict())) or m, "model.config must be a GPTConfig, got Config"),
+    (lambda m: setattr(m.head, "_parameters", Parameters(m.head._parameters)) or m, "head._parameters is not a plain"),
     (_weights_as_plain_attributes, "blocks.0.attn.q.weight is missing"),
 ])
 def test_plain_copy_refuses_anything_but_the_library_gpt(dense, tamper, message):
@@ -447,6 +464,7 @@ def test_check_assignment_grades_a_copy_on_problems_drawn_afresh(capsys, monkeyp
         received.append(dense)
         public.append(held_out_problems()[0])          # what a learner could fine-tune on
         monkeypatch.setenv("PRUNING_GRADER_SEED", "42")     # too late: the grader read it when imported
+        torch.compile(lambda t: t + 1, backend="eager")(torch.ones(1))   # patches nn.Module the first time
         assert len(task.x_train) == 20_000
         return small(dense)
 
