@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .validate import is_sequence
+
 
 @dataclass
 class GPTConfig:
@@ -44,7 +46,7 @@ class GPTConfig:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         for name in ("heads", "ffn"):
             value = getattr(self, name)
-            if not isinstance(value, (list, tuple)):
+            if not is_sequence(value):
                 raise TypeError(f"{name} must be a list of ints (one per layer), got {type(value).__name__} {value!r}")
             if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
                 raise ValueError(f"{name} must hold ints (one per layer), got {list(value)!r}")

@@ -19,6 +19,7 @@ from torch import nn
 
 from .gpt import GPT, GPTConfig, allow_empty_layers
 from .structured import _check_indices, _check_scores, _current, _refuse_foreign_hooks
+from .validate import is_sequence
 
 
 def head_slices(head: int, head_dim: int) -> slice:
@@ -106,7 +107,7 @@ def _check_masks(model: GPT, masks: object) -> list[torch.Tensor] | None:
 
 def _check_counts(counts: object, limits: list[int], name: str) -> list[int]:
     """``counts`` as a list if it gives one int in ``[0, limits[i]]`` per layer."""
-    if not isinstance(counts, list | tuple):
+    if not is_sequence(counts):
         raise TypeError(f"{name} must be a list with one count per layer ({len(limits)}), got {type(counts).__name__}")
     if len(counts) != len(limits):
         raise ValueError(f"{name} must give one count per layer ({len(limits)}), got {list(counts)}")

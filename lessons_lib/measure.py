@@ -20,7 +20,14 @@ from .models import linear_layers
 from .pruning import copy_model, prune_per_layer
 from .sparsity import unpruned_weight
 from .training import accuracy, check_examples
-from .validate import require_callable, require_fraction, require_mask, require_positive_int, require_tensor
+from .validate import (
+    is_sequence,
+    require_callable,
+    require_fraction,
+    require_mask,
+    require_positive_int,
+    require_tensor,
+)
 
 MaskFn = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -60,7 +67,7 @@ def _check_linear_input(layer: nn.Module, x: torch.Tensor) -> None:
 
 def _check_amounts(amounts: object) -> list[float]:
     """A non-empty list (or tuple) of fractions in [0, 1]."""
-    if not isinstance(amounts, (list, tuple)):
+    if not is_sequence(amounts):
         raise TypeError(f"amounts must be a list of fractions in [0, 1], got {type(amounts).__name__} {amounts!r}")
     if len(amounts) == 0:
         raise ValueError("amounts must hold at least one fraction, got an empty sequence")

@@ -24,7 +24,7 @@ from torch.nn.utils import prune
 
 from .models import MLP, linear_layers
 from .sparsity import random_mask, sparsity
-from .validate import require_fraction, require_layers, require_mapping, require_mask, require_tensor
+from .validate import is_sequence, require_fraction, require_layers, require_mapping, require_mask, require_tensor
 
 
 def _prunable(model: nn.Module, layers: Mapping[str, nn.Linear] | None = None) -> dict[str, nn.Linear]:
@@ -199,7 +199,7 @@ def global_threshold(weights: Sequence[torch.Tensor], amount: float) -> float:
     masks. ``amount`` is a fraction in [0, 1]; for ``amount = 0`` nothing is pruned and the
     threshold is 0.
     """
-    if not isinstance(weights, (list, tuple)):
+    if not is_sequence(weights):
         raise TypeError(f"weights must be a list of tensors, got {type(weights).__name__}")
     if len(weights) == 0:
         raise ValueError("weights must hold at least one tensor, got an empty sequence")
@@ -255,7 +255,7 @@ def _check_allocation(scan: object, amounts: object, sizes: object) -> None:
     """The arguments of :func:`allocate_sparsity`, checked (raises on the first problem)."""
     require_mapping(scan, "scan", "layer names to accuracies")
     require_mapping(sizes, "sizes", "layer names to numbers of weights")
-    if not isinstance(amounts, (list, tuple)):
+    if not is_sequence(amounts):
         raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
     values = [require_fraction(a, f"amounts[{i}]") for i, a in enumerate(amounts)]
     if len(values) < 2 or values[0] != 0 or any(b <= a for a, b in zip(values, values[1:], strict=False)):
@@ -263,7 +263,7 @@ def _check_allocation(scan: object, amounts: object, sizes: object) -> None:
     if set(scan) != set(sizes):
         raise ValueError(f"scan and sizes must name the same layers, got {sorted(scan)} and {sorted(sizes)}")
     for name, accuracies in scan.items():
-        if not isinstance(accuracies, (list, tuple)) or len(accuracies) != len(values):
+        if not is_sequence(accuracies) or len(accuracies) != len(values):
             raise ValueError(f"scan[{name!r}] must be a list of one accuracy per amount ({len(values)}), "
                              f"got {accuracies!r}")
         if not all(isinstance(a, numbers.Real) and not isinstance(a, bool) and math.isfinite(a) for a in accuracies):

@@ -29,7 +29,7 @@ from .models import MLP, linear_layers
 from .pruning import _linear_sparsity, get_masks, layer_sparsities, prune_global_to, prune_layerwise_to
 from .repro import seed_everything
 from .training import accuracy, check_split, train, train_together
-from .validate import require_fraction, require_int, require_lr, require_number, require_positive_int
+from .validate import is_sequence, require_fraction, require_int, require_lr, require_number, require_positive_int
 
 Plan = list[tuple[int, float]]
 
@@ -41,14 +41,14 @@ def check_plan(plan: object, epochs: int) -> dict[int, float]:
     at most once (one pruning per epoch), fractions in [0, 1] that never decrease over the epochs.
     """
     epochs = require_positive_int(epochs, "epochs")
-    if not isinstance(plan, (list, tuple)):
+    if not is_sequence(plan):
         raise TypeError(f"plan must be a list of (epoch, target) pairs, got {type(plan).__name__}")
-    if not plan:
+    if len(plan) == 0:
         raise ValueError("plan must hold at least one (epoch, target) pair: a plan that never prunes "
                          "is plain training (training.train)")
     targets: dict[int, float] = {}
     for i, pair in enumerate(plan):
-        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+        if not is_sequence(pair) or len(pair) != 2:
             raise TypeError(f"plan[{i}] must be an (epoch, target) pair, got {pair!r}")
         epoch = require_int(pair[0], f"plan[{i}]'s epoch")
         if not 0 <= epoch < epochs:
@@ -189,7 +189,7 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
     targets x 3 schedules run in well under a minute on one CPU core.
     """
     for name, values in (("seeds", seeds), ("targets", targets)):
-        if not isinstance(values, (list, tuple)):
+        if not is_sequence(values):
             raise TypeError(f"{name} must be a list, got {type(values).__name__} {values!r}")
     seeds = [require_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds)]
     targets = [require_fraction(t, f"targets[{i}]") for i, t in enumerate(targets)]

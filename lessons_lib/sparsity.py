@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .validate import amount_to_count, require_parameter, require_tensor
+from .validate import amount_to_count, is_sequence, require_parameter, require_tensor
 
 
 def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
@@ -131,7 +131,7 @@ def model_sparsity(model: nn.Module, name: str = "weight") -> float:
 
 def format_sparsity_report(rows: list[LayerSparsity]) -> str:
     """A fixed-width table of :func:`sparsity_report` rows, with a total line."""
-    if not isinstance(rows, (list, tuple)):
+    if not is_sequence(rows):
         raise TypeError(f"rows must be a list of LayerSparsity (from sparsity_report), got {type(rows).__name__}")
     if not rows:
         raise ValueError("rows must hold at least one LayerSparsity, got an empty list")

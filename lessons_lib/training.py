@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .data import Split
 from .models import MLP, linear_layers
-from .validate import require_callable, require_int, require_lr, require_module, require_positive_int
+from .validate import is_sequence, require_callable, require_int, require_lr, require_module, require_positive_int
 
 
 def check_inputs(model: nn.Module | None, x: object, name: str = "x") -> torch.Tensor:
@@ -205,7 +205,7 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
     ``on_epoch_start(epoch)`` runs before each epoch with every model holding its current
     weights, e.g. to prune them on a schedule; masks and values are read back after it.
     """
-    models = list(models) if isinstance(models, (list, tuple)) else models
+    models = list(models) if is_sequence(models) else models
     if not isinstance(models, list) or not models or not all(type(m) is MLP for m in models):
         kinds = [type(m).__name__ for m in models] if isinstance(models, list) else type(models).__name__
         raise TypeError(f"models must be a non-empty list of lessons_lib MLPs (not subclasses), got {kinds}")
@@ -218,7 +218,7 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
         raise ValueError("models must not carry a pruned bias: train_together holds weight masks only")
     if len({m.sizes for m in models}) != 1:
         raise ValueError(f"models must all have the same sizes, got {sorted({m.sizes for m in models})}")
-    if not isinstance(seeds, (list, tuple)):
+    if not is_sequence(seeds):
         raise TypeError(f"seeds must be a list of one int per model, got {type(seeds).__name__}")
     if len(seeds) != len(models):
         raise ValueError(f"seeds must hold one seed per model ({len(models)}), got {len(seeds)}")

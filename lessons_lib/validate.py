@@ -14,10 +14,19 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+
+def is_sequence(value: object) -> bool:
+    """True for a list, tuple, range or other sequence (a str is not one), or a 1-D numpy array:
+    whatever a learner might pass as "a list of values", e.g. ``range(5)`` or ``np.linspace``."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1
+    return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
 def _ambiguous(name: str) -> str:

@@ -31,6 +31,7 @@ from .plots import plot_latency, plot_plans, plot_pruned_layer
 from .schedules import cubic_plan, iterative_plan, one_shot_plan, sparsity_per_epoch
 from .sparsity import magnitude_mask, unpruned_weight
 from .validate import (
+    is_sequence,
     require_fraction,
     require_layers,
     require_mapping,
@@ -388,7 +389,7 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
 
 def _check_latency_curves(amounts: object, curves: object) -> None:
     """``amounts`` a non-empty list of fractions; ``curves`` name -> one time > 0 per amount."""
-    if not isinstance(amounts, (list, tuple)) or not amounts:
+    if not is_sequence(amounts) or len(amounts) == 0:
         raise ValueError(f"amounts must be a non-empty list of fractions, got {amounts!r}")
     for i, a in enumerate(amounts):
         require_fraction(a, f"amounts[{i}]")
@@ -396,7 +397,7 @@ def _check_latency_curves(amounts: object, curves: object) -> None:
     if not curves:
         raise ValueError("curves must hold at least one method's times, got an empty dict")
     for name, times in curves.items():
-        if not isinstance(times, (list, tuple)) or len(times) != len(amounts):
+        if not is_sequence(times) or len(times) != len(amounts):
             raise ValueError(f"curves must give one time per entry of amounts ({len(amounts)}): "
                              f"curves[{name!r}] is {times!r}")
         for i, t in enumerate(times):
@@ -469,7 +470,7 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
 
 def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
     """One float score tensor ``(widths[i],)`` per layer."""
-    if not isinstance(ffn_scores, (list, tuple)) or len(ffn_scores) != len(widths):
+    if not is_sequence(ffn_scores) or len(ffn_scores) != len(widths):
         raise ValueError(f"ffn_scores must be a list of one score tensor per layer ({len(widths)}), got "
                          f"{type(ffn_scores).__name__} {getattr(ffn_scores, 'shape', '')}")
     for i, (s, width) in enumerate(zip(ffn_scores, widths, strict=True)):

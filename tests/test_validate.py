@@ -148,3 +148,32 @@ def test_other_shared_checks():
     ]:
         with pytest.raises(error, match=message):
             call()
+
+
+def test_sequences_are_what_a_learner_would_pass_as_a_list() -> None:
+    import numpy as np
+
+    from lessons_lib.validate import is_sequence
+
+    for value in ([0.5], (0.5,), range(3), np.linspace(0, 0.9, 4)):
+        assert is_sequence(value)
+    for value in ("0.5", b"05", {0.5}, {0: 0.5}, np.zeros((2, 2)), 0.5, None):
+        assert not is_sequence(value)
+
+
+def test_ranges_and_numpy_arrays_are_accepted_where_a_list_is() -> None:
+    import numpy as np
+
+    from lessons_lib.data import digits_split
+    from lessons_lib.measure import accuracy_vs_sparsity
+    from lessons_lib.models import MLP
+    from lessons_lib.pruning import prune_global
+    from lessons_lib.schedules import compare_schedules
+
+    data = digits_split()
+    model = MLP()
+    amounts = np.linspace(0.0, 0.9, 4)
+    assert accuracy_vs_sparsity(model, data.x_val, data.y_val, amounts, prune_global) == \
+        accuracy_vs_sparsity(model, data.x_val, data.y_val, amounts.tolist(), prune_global)
+    with pytest.raises(ValueError, match="epochs"):          # seeds=range(...) passes; epochs=0 stops it
+        compare_schedules(data, range(2), [0.5], epochs=0)
