@@ -20,21 +20,23 @@ into existence only after the learner's code has returned. What it still trusts 
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import math
 import numbers
 import os
 import re
-import secrets
 import statistics
 import sys
 import threading
+import timeit
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from tqdm import _monitor as tqdm_monitor
 
 from .gpt import CHECKPOINT, GPT, Attention, Block, GPTConfig, allow_empty_layers, load_checkpoint
 from .measure import _benchmark_module, latency_ms
@@ -161,13 +163,13 @@ def held_out_problems(n: int = 2_000, seed: int | None = None) -> tuple[torch.Te
     with ``seed`` from the second half of the permutation ``addition_task(3, seed=0)`` takes its
     splits from, so they are in no split of a task of up to 500,000 problems.
 
-    ``seed=None`` draws a fresh secret seed (``secrets``), so every call gives other problems:
+    ``seed=None`` draws a fresh secret seed (``os.urandom``), so every call gives other problems:
     the grader's cannot be known before it draws them. The same ``seed`` gives the same problems.
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= 100_000:
         raise ValueError(f"n must be an int in [1, 100000], got {n!r}")
     if seed is None:
-        seed = secrets.randbelow(2**31)
+        seed = _secret_seed()
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed must be None or an int in [0, 2**63), got {seed!r}")
     pool = torch.randperm(10**6, generator=torch.Generator().manual_seed(0))[_FIRST_HELD_OUT:]
@@ -175,12 +177,28 @@ def held_out_problems(n: int = 2_000, seed: int | None = None) -> tuple[torch.Te
     return encode(pairs // 1000, pairs % 1000, 3)
 
 
+def _secret_seed() -> int:
+    """31 random bits straight from the operating system (``os.urandom``, which the seal watches)."""
+    return int.from_bytes(os.urandom(4), "little") & 0x7FFF_FFFF
+
+
+def model_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state: every tensor's name, dtype, shape and bytes, in order. The
+    grader compares the dense model it loads with the one it loaded when it was imported."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
 def grading_seed(text: str | None) -> tuple[int, bool]:
     """The seed for the grader's held-out problems and whether it is the teacher's: ``text``, the
     value of the environment variable ``PRUNING_GRADER_SEED`` (an int >= 0) when it is set, else
     (``None``) a fresh secret seed. The grader reads the variable once, when it is imported."""
     if text is None:
-        return secrets.randbelow(2**31), False
+        return _secret_seed(), False
     if not text.strip().isdigit() or int(text) >= 2**63:
         raise ValueError(f"{SEED_VARIABLE} must be an int in [0, 2**63), got {text!r}")
     return int(text), True
@@ -451,10 +469,10 @@ _WATCHED_NAMES = {     # module: the names grading relies on (None: every name b
                  "vars", "getattr", "hasattr", "id", "iter", "next", "range", "zip", "any", "all", "sorted",
                  "enumerate", "list", "tuple", "dict", "set", "str", "print", "super", "object"),
     "hashlib": ("sha256",),
-    "secrets": ("randbelow",),
+    "os": ("urandom",),
     "statistics": ("median",),
     "time": ("perf_counter",),
-    "timeit": ("default_timer",),
+    "timeit": ("default_timer", "Timer"),
     "torch": ("arange", "cat", "full", "tensor", "randperm", "Generator", "no_grad", "get_num_threads",
               "set_num_threads", "layer_norm", "embedding", "load", "Tensor", "device"),
     "torch.nn.functional": None,
@@ -510,6 +528,9 @@ def _tracers() -> tuple[object, ...]:
 _TORCH_COMPILE_DIR = os.path.join(os.path.dirname(torch.__file__), "_dynamo", "")
 
 
+_CACHED_BY_PYTHON = frozenset({"__slotnames__"})   # copyreg caches it on a class at the first copy or pickle
+
+
 def _installed_by_torch_compile(value: object) -> bool:
     """What ``torch.compile`` sets on ``nn.Module`` the first time it runs (an ``__init__`` and a
     ``__setstate__`` from ``torch/_dynamo``, a flag): an honest solution may compile."""
@@ -519,8 +540,9 @@ def _installed_by_torch_compile(value: object) -> bool:
 
 
 def _is_progress_monitor(thread: threading.Thread) -> bool:
-    """tqdm's monitor thread, which the first progress bar starts (an honest fine-tuning does)."""
-    return type(thread).__name__ == "TMonitor" and type(thread).__module__ == "tqdm._monitor"
+    """tqdm's monitor thread, which the first progress bar starts (an honest fine-tuning does): an
+    instance of tqdm's own ``TMonitor`` (a sealed class), running that class's ``run``."""
+    return type(thread) is tqdm_monitor.TMonitor and "run" not in vars(thread)
 
 
 @dataclass(frozen=True)
@@ -533,6 +555,7 @@ class Seal:
     entries: tuple[tuple[str, object, str, object, tuple | None], ...]   # (label, owner, name, value, contents)
     class_names: tuple[tuple[type, frozenset[str]], ...]    # a name added to a class can override its base's
     checkpoint_sha256: str | None
+    dense_digest: str | None        # model_digest of the dense model as loaded at import
     seed_setting: str | None        # PRUNING_GRADER_SEED as it was set: a learner's code cannot choose it later
     tracers: tuple[object, ...]
     torch_modes: tuple[int, int]
@@ -544,8 +567,8 @@ class Seal:
         modules = [(name, sys.modules[name] if name in sys.modules else __import__(name, fromlist=["_"]), names)
                    for name, names in _WATCHED_NAMES.items()]
         classes = (torch.Tensor, nn.Parameter, nn.Module, nn.Linear, nn.LayerNorm, nn.Embedding, nn.ModuleList,
-                   benchmark.Timer, benchmark.Measurement, GPT, GPTConfig, Block, Attention, Rules, Criterion, Score,
-                   cls)
+                   benchmark.Timer, benchmark.Measurement, timeit.Timer, tqdm_monitor.TMonitor, GPT, GPTConfig,
+                   Block, Attention, Rules, Criterion, Score, cls)
         owners = [(label, module, (lambda name, names=names: name in names) if names else
                    (lambda name: not name.startswith("__"))) for label, module, names in modules]
         owners += [(c.__qualname__, c, lambda name: True) for c in classes]     # dunders too: __call__ ...
@@ -556,8 +579,12 @@ class Seal:
             sha256 = json.loads(CHECKPOINT.with_suffix(".json").read_text())["sha256"]
         except (OSError, ValueError, KeyError, TypeError):
             sha256 = None
-        return cls(entries, tuple((c, frozenset(vars(c))) for c in classes), sha256, os.environ.get(SEED_VARIABLE),
-                   _tracers(), _torch_modes(), _torch_defaults())
+        try:
+            dense_digest = model_digest(load_checkpoint(expected_sha256=sha256))
+        except (OSError, ValueError):
+            dense_digest = None     # grading will say what is wrong with the checkpoint
+        return cls(entries, tuple((c, frozenset(vars(c))) for c in classes), sha256, dense_digest,
+                   os.environ.get(SEED_VARIABLE), _tracers(), _torch_modes(), _torch_defaults())
 
     def changes(self, threads_before: tuple[threading.Thread, ...] | None = None) -> list[str]:
         """What differs from the seal: each changed name, trace functions and torch modes, and
@@ -567,7 +594,8 @@ class Seal:
                  if not _same(vars(owner).get(name, missing), value) and not (
                      owner is nn.Module and _installed_by_torch_compile(vars(owner).get(name)))
                  or (contents is not None and not _same(_contents(value), contents))]
-        found += [f"{c.__qualname__}.{name}" for c, names in self.class_names for name in sorted(set(vars(c)) - names)
+        found += [f"{c.__qualname__}.{name}" for c, names in self.class_names
+                  for name in sorted(set(vars(c)) - names - _CACHED_BY_PYTHON)
                   if not (c is nn.Module and _installed_by_torch_compile(vars(c)[name]))]
         if threads_before is not None:
             found += [f"a thread left running ({thread.name})" for thread in threading.enumerate()
@@ -585,9 +613,10 @@ class Seal:
         found = self.changes(threads_before)
         if found:
             raise SubmissionRefused(
-                f"prune_to_budget changed what the grader relies on: {', '.join(found[:5])}"
-                f"{' ...' if len(found) > 5 else ''}. A submission may only build and return a model; "
-                "restart the kernel to undo the change, then run your solution again.")
+                f"since lessons_lib.assignment was imported, something changed what the grader relies on: "
+                f"{', '.join(found[:5])}{' ...' if len(found) > 5 else ''}. Your function or a cell you ran did "
+                "it; a submission may only build and return a model. Restart the kernel, run the cells in "
+                "order, then grade again.")
 
 
 # --- grading --------------------------------------------------------------------------------------
@@ -618,8 +647,11 @@ def grade(prune_to_budget: Callable[[GPT, Addition], object]) -> Score:
     """
     rules, seal, threads = exam_rules(), _SEAL, tuple(threading.enumerate())
     verify, sha256, seed_setting = seal.verify, seal.checkpoint_sha256, seal.seed_setting
+    digest, dense_digest = model_digest, seal.dense_digest
     load, task, rebuild, check_answers = load_checkpoint, addition_task(3, seed=0), plain_copy, _require_answers
     pick_seed, draw, score, measure = grading_seed, held_out_problems, score_submission, speedup
+    if seed_setting is not None:
+        pick_seed(seed_setting)                   # a teacher's malformed seed fails before any training
     submission = prune_to_budget(load(), task)
     verify(threads)
     if not isinstance(submission, GPT):
@@ -633,6 +665,10 @@ def grade(prune_to_budget: Callable[[GPT, Addition], object]) -> Score:
         dense = load(expected_sha256=sha256)        # loaded only now: the submission never saw it
     except (OSError, ValueError) as error:
         raise SubmissionRefused(f"the shipped checkpoint changed while prune_to_budget ran: {error}") from None
+    if dense_digest is None or digest(dense) != dense_digest:     # torch.load itself may have been replaced
+        raise SubmissionRefused("the dense model loaded now differs from the one loaded when lessons_lib.assignment "
+                                "was imported: something changed how checkpoints load. Restart the kernel, run the "
+                                "cells in order, then grade again.")
     seed, teachers = pick_seed(seed_setting)
     x, y = draw(rules.held_out, seed)
     check_answers(graded, x, dense.config.vocab_size)

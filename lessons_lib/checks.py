@@ -16,10 +16,13 @@ must own new tensors.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import os
+import sys
 import traceback
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -603,6 +606,12 @@ def _check_new_pair(where: str, layer: nn.Linear, next_layer: nn.Linear, keep: l
     if following.weight.shape != (n_out, k):
         raise ExerciseFailure(f"{where}: the next layer must lose the same neurons as INPUT columns: weight "
                               f"{(n_out, k)} expected, got {tuple(following.weight.shape)}.")
+    sizes = (small.in_features, small.out_features, following.in_features, following.out_features)
+    if sizes != (n_in, k, k, n_out):
+        raise ExerciseFailure(f"{where}: the new layers' weights have the right shapes, but they say "
+                              f"Linear({sizes[0]}, {sizes[1]}) and Linear({sizes[2]}, {sizes[3]}); expected "
+                              f"Linear({n_in}, {k}) and Linear({k}, {n_out}). Build them with nn.Linear(...) "
+                              "rather than editing a copy of the old layers.")
     old = {f"layer.{n}": p for n, p in layer.named_parameters()} | \
           {f"next_layer.{n}": p for n, p in next_layer.named_parameters()}
     shared = _shared_tensor(small, "small", old) or _shared_tensor(following, "following", old)
@@ -754,10 +763,18 @@ def check_assignment(prune_to_budget_fn: Callable) -> Score:
     saw, drawn afresh (see :func:`lessons_lib.assignment.grade`). Prints the score table and
     returns the :class:`~lessons_lib.assignment.Score`; a submission that cannot be scored, or
     that changed the grader or the library while it ran, raises :class:`ExerciseFailure` saying
-    why (0 points)."""
+    why (0 points).
+
+    While it runs, anything written to stderr (a progress bar printed as text) goes to stdout, and
+    warnings are printed to stdout after it: nbgrader gives 0 points to a grade cell that writes
+    to stderr."""
     try:
-        score = grade(lambda dense, task: _call(prune_to_budget_fn, "prune_to_budget", dense, task))
+        with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings(record=True) as caught:
+            score = grade(lambda dense, task: _call(prune_to_budget_fn, "prune_to_budget", dense, task))
     except SubmissionRefused as refused:
         raise ExerciseFailure(str(refused)) from None
+    finally:
+        for warning in caught:
+            print(f"warning: {warning.category.__name__}: {warning.message}")
     print(score.table())
     return score

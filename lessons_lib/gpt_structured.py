@@ -19,7 +19,7 @@ from torch import nn
 
 from .gpt import GPT, GPTConfig, allow_empty_layers
 from .structured import _check_indices, _check_scores, _current, _refuse_foreign_hooks
-from .validate import is_sequence
+from .validate import is_sequence, require_gradients
 
 
 def head_slices(head: int, head_dim: int) -> slice:
@@ -201,6 +201,7 @@ def head_importance_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor) -> li
     """Michel et al. (2019), "Are Sixteen Heads Really Better than One?": the absolute gradient
     of the loss with respect to a head mask of ones, one ``(H,)`` score per layer (``(0,)`` for
     a layer without heads). The parameters' ``.grad`` are left as they were."""
+    require_gradients("head_importance_gradient")
     _require_gpt(model)
     x = _check_tokens(model, x)
     y = _check_answers(model, x, y)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from .models import MLP
-from .validate import require_positive_int, require_tensor
+from .validate import require_gradients, require_positive_int, require_tensor
 
 Activation = Callable[[torch.Tensor], torch.Tensor]
 
@@ -205,6 +205,7 @@ def importance_taylor(model: MLP, x: torch.Tensor, y: torch.Tensor) -> list[torc
     ICLR 2017). ``x``: ``(n, features)``, ``y``: ``(n,)`` labels. The parameters' ``.grad`` are
     left as they were (only the activations are differentiated).
     """
+    require_gradients("importance_taylor")
     x = _check_features(_require_mlp(model), x)
     y = _check_labels(model, x, y)
     with torch.enable_grad():

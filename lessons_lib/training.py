@@ -132,6 +132,11 @@ def train(
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     check_split(data, model)
+    if optimizer is not None:
+        owned = {id(p) for p in model.parameters()}
+        if not any(id(p) in owned for group in optimizer.param_groups for p in group["params"]):
+            raise ValueError("optimizer must update this model's parameters, but it holds none of them "
+                             "(was it built for another model, or before the model was slimmed?)")
     optimizer = optimizer or torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = len(data.y_train)

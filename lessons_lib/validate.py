@@ -29,9 +29,12 @@ def is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _ambiguous(name: str) -> str:
-    return (f"{name}=1 is ambiguous: write 1.0 to prune everything (a fraction), "
-            "or give a count >= 2 where a count is accepted")
+def _ambiguous(name: str, counts: bool = False) -> str:
+    """The message for the int 1: where counts are taken (``counts=True``) it could mean either."""
+    if counts:
+        return (f"{name}=1 is ambiguous: write 1.0 to prune everything (a fraction), "
+                "or a count >= 2 to prune that many entries")
+    return f"{name}=1 is ambiguous: {name} is a fraction in [0, 1] here, so write 1.0 to prune everything"
 
 
 def require_tensor(value: object, name: str) -> torch.Tensor:
@@ -57,7 +60,7 @@ def amount_to_count(amount: float | int, n: int, name: str = "amount") -> int:
         )
     if isinstance(amount, numbers.Integral):
         if amount == 1:
-            raise ValueError(_ambiguous(name))
+            raise ValueError(_ambiguous(name, counts=True))
         if not 0 <= amount <= n:
             raise ValueError(f"{name} as a count must be in [0, {n}] (the number of entries), got {amount}")
         return int(amount)
@@ -146,6 +149,14 @@ def require_callable(value: object, name: str) -> object:
     if not callable(value):
         raise TypeError(f"{name} must be callable (a function), got {type(value).__name__} {value!r}")
     return value
+
+
+def require_gradients(fn_name: str) -> None:
+    """Raise if autograd cannot run here: inside ``torch.inference_mode()`` no tensor records a
+    graph, and ``torch.enable_grad()`` does not undo that, so a gradient score would be all zeros."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(f"{fn_name} needs gradients, but it was called inside torch.inference_mode(); "
+                           "call it outside that block (torch.no_grad() is fine)")
 
 
 def require_module(value: object, name: str = "model") -> nn.Module:

@@ -3,11 +3,14 @@ messages, and the cheats a student who reads the grader might try (each must sco
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
 import re
 import sys
 import threading
 import time
+import timeit
 
 import pytest
 import torch
@@ -377,6 +380,13 @@ def _cheats(monkeypatch, cleanup):
         torch.set_default_dtype(torch.float64)
         cleanup.append(lambda: torch.set_default_dtype(before))
 
+    def fake_monitor():                 # a thread dressed up as tqdm's monitor by its names
+        stop = threading.Event()
+        disguised = type("TMonitor", (threading.Thread,), {"__module__": "tqdm._monitor"})
+        worker = disguised(target=stop.wait, daemon=True)
+        worker.start()
+        cleanup.append(lambda: stop.set() or worker.join())
+
     def code():
         def faster(dense, model, x, rounds=3):
             return 100.0
@@ -404,6 +414,9 @@ def _cheats(monkeypatch, cleanup):
         "a torch function or dispatch mode": enter_mode,
         "a trace or profile function": trace,
         "a thread left running (slows the dense model)": thread,
+        "a thread left running (Thread-": fake_monitor,
+        "os.urandom": lambda: monkeypatch.setattr(os, "urandom", lambda n: bytes(n)),   # a known "secret" seed
+        "Timer.timeit": lambda: monkeypatch.setattr(timeit.Timer, "timeit", lambda self, number=1: 1.0),
     }
 
 
@@ -421,8 +434,8 @@ def test_a_submission_that_changes_the_grader_scores_0(monkeypatch, name):
     finally:
         for undo in reversed(cleanup):
             undo()
-    assert "prune_to_budget changed what the grader relies on: " + name.strip() in message
-    assert "restart the kernel" in message
+    assert "something changed what the grader relies on: " + name.strip() in message
+    assert "Restart the kernel" in message
 
 
 def test_a_change_made_before_the_grader_is_called_is_refused_too(monkeypatch):
@@ -501,3 +514,63 @@ def test_walking_the_stack_finds_no_model_the_grader_times(monkeypatch):
     ratio = float(score.criteria[2].measured.split("x")[0])
     assert ratio < 10                                      # 0.05 s on each dense pass would give > 20x
     assert score.note.endswith("drawn with the teacher's seed") and "1234" not in score.note
+
+
+def test_a_malformed_teacher_seed_fails_before_the_learners_function_runs(monkeypatch):
+    import dataclasses
+
+    from lessons_lib import assignment
+
+    monkeypatch.setattr(assignment, "_SEAL", dataclasses.replace(assignment._SEAL, seed_setting="exam"))
+    ran = []
+    with pytest.raises(ValueError, match="PRUNING_GRADER_SEED must be an int"):
+        assignment.grade(lambda dense, task: ran.append(True))
+    assert not ran                     # no learner's training is wasted on a teacher's typo
+
+
+def test_check_assignment_sends_stderr_to_stdout(capsys):
+    import sys
+    import warnings
+
+    from lessons_lib.checks import ExerciseFailure, check_assignment
+
+    def noisy(dense, task):
+        print("progress 50%", file=sys.stderr)
+        warnings.warn("a learner's warning", UserWarning, stacklevel=1)
+        return None                    # refused after running: the point here is where the text went
+
+    with pytest.raises(ExerciseFailure):
+        check_assignment(noisy)
+    out, err = capsys.readouterr()
+    assert "progress 50%" in out and "a learner's warning" in out and err == ""
+
+
+def test_a_reference_loaded_through_a_replaced_torch_load_is_refused(monkeypatch):
+    import torch.serialization as serialization
+
+    from lessons_lib.gpt import save_gpt
+
+    wide = save_gpt(GPT(GPTConfig(ffn=[2048, 2048])))          # a 4x wider "dense" model makes any model small
+
+    def prune_to_budget(dense, task):
+        monkeypatch.setattr(serialization, "_load", lambda *a, **k: wide)
+        return dense
+
+    assert "the dense model loaded now differs" in refusal(prune_to_budget)
+
+
+def test_honest_solutions_that_copy_or_save_models_are_graded(monkeypatch, tmp_path):
+    import io
+    import pickle
+
+
+    def prune_to_budget(dense, task):
+        # copying and pickling make Python cache __slotnames__ on classes: not a change to the grader
+        copy.deepcopy(dense)
+        copy.copy(dense.config)
+        torch.save(dense.state_dict(), io.BytesIO())
+        pickle.dumps(torch.zeros(2))
+        return small(dense)
+
+    score = check_assignment(prune_to_budget)
+    assert score.criteria[0].passed

@@ -459,6 +459,15 @@ def _without_bias(first: bool):
     return fn
 
 
+def _stale_sizes(layer, next_layer, keep):
+    """A deep copy given new, smaller Parameters, but still saying Linear(in, width)."""
+    small, following = copy.deepcopy(layer), copy.deepcopy(next_layer)
+    right_small, right_following = _slim(layer, next_layer, keep)
+    small.weight, small.bias = right_small.weight, right_small.bias
+    following.weight, following.bias = right_following.weight, right_following.bias
+    return small, following
+
+
 def _in_place(layer, next_layer, keep):
     with torch.no_grad():
         layer.weight.mul_(2)
@@ -502,6 +511,7 @@ SLIM_WRONG = {
     "in place": (_in_place, "changed the layers it was given"),
     "zeroed, full size": (_zeroed_full_size, "the first layer's weight should be (3, 6)"),
     "returns the inputs": (lambda a, b, k: (a, b), "returned the layers it was given"),
+    "stale in/out_features": (_stale_sizes, "rather than editing a copy of the old layers"),
     "a list": (lambda a, b, k: list(_slim(a, b, k)), "expected a tuple of two nn.Linear, got a Python list"),
     "float64": (lambda a, b, k: tuple(m.double() for m in _slim(a, b, k)), "small.weight is float64, the original is"),
     "bias.data assigned": (_then(lambda s, f, a, b, k: setattr(f.bias, "data", b.bias.data)),

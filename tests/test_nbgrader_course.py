@@ -51,7 +51,8 @@ def test_release_autograde_and_partial_credit(tmp_path):
     for name in LESSONS:
         shutil.copy(ROOT / "notebooks" / name, course / "source" / "lesson" / name)
     (course / "nbgrader_config.py").write_text(
-        f"c = get_config()\nc.CourseDirectory.course_id = 'pruning'\nc.CourseDirectory.root = {str(course)!r}\n")
+        f"c = get_config()\nc.CourseDirectory.course_id = 'pruning'\nc.CourseDirectory.root = {str(course)!r}\n"
+        "c.Execute.timeout = 900\n")           # lesson 08's grade cell fine-tunes: more than 30 s
     for student in STUDENTS:
         _nbgrader(course, "db", "student", "add", student)
     _nbgrader(course, "db", "assignment", "add", "lesson")

@@ -382,3 +382,24 @@ def test_masks_move_between_models_unchanged(amount: float) -> None:
     pruning.apply_masks(target, pruning.get_masks(source))
     x = mlp_xy()[0]
     assert torch.equal(source(x), target(x))
+
+
+# --- found by an attack after the fixes -----------------------------------------------------------
+
+def test_gradient_scores_refuse_inference_mode_instead_of_returning_zeros() -> None:
+    x, y = gpt_xy()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside that block"):
+        gpt_structured.head_importance_gradient(small_gpt(), x, y)
+    x, y = mlp_xy()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="outside that block"):
+        structured.importance_taylor(mlp(), x, y)
+    with torch.no_grad():                                    # no_grad is fine: enable_grad undoes it
+        assert any(s.sum() > 0 for s in gpt_structured.head_importance_gradient(small_gpt(), *gpt_xy()))
+
+
+def test_train_refuses_an_optimizer_of_another_model() -> None:
+    model, other = mlp(), mlp()
+    before = fingerprint([model])
+    with pytest.raises(ValueError, match="optimizer must update this model's parameters"):
+        training.train(model, split(), 1, optimizer=torch.optim.SGD(other.parameters(), lr=0.1), progress=False)
+    assert same(fingerprint([model]), before)
