@@ -1,16 +1,20 @@
 """Exercise checkers. Each runs a learner's function on a few cases and either prints one
 line saying it passed, or raises :class:`ExerciseFailure` with a message that says what is
 wrong in plain words: which case, what was expected, what came back, and a hint.
+(:func:`check_assignment`, lesson 08's grader, prints a score table and returns the score
+instead; it raises only when it refuses a submission.)
 
-The checkers never change the tensors they pass in, and use their own random generator, so
-calling one does not disturb a lesson's seeded state (the ones that build modules, which draw
-their initial weights from torch's global generator, restore its state afterwards).
+The exercise checkers never change the tensors they pass in, and use their own random
+generator, so calling one does not disturb a lesson's seeded state (the ones that build
+modules, which draw their initial weights from torch's global generator, restore its state
+afterwards). :func:`check_assignment` runs the learner's training, which may draw from it.
 
 What counts as right is the library's own function (:mod:`lessons_lib.sparsity`,
 :mod:`lessons_lib.pruning`, :mod:`lessons_lib.schedules`), with the conventions stated in each
 checker's docstring: ``round(amount * n)`` is Python's round (halves to even, as
-``torch.nn.utils.prune``); tied magnitudes may be broken either way; numbers may come back as
-Python, numpy or one-entry tensors and are compared within float32 precision; new modules
+``torch.nn.utils.prune``); tied magnitudes may be broken either way; a number (a threshold, a
+sparsity) may come back as a Python or numpy float or a one-entry tensor and is compared within
+float32 precision, while ``count_zeros`` must return an int; new modules
 must own new tensors.
 """
 
