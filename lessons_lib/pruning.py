@@ -364,6 +364,8 @@ def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, amount: float) 
     if norms is not None and norms.shape != (weight.shape[1],):
         raise ValueError(f"norms must have shape ({weight.shape[1]},) (one per input feature), "
                          f"got {tuple(norms.shape)}")
+    if norms is not None and not torch.isfinite(norms).all():
+        raise ValueError("norms must be finite (no NaN or inf): a NaN score would rank arbitrarily")
     if norms is not None and norms.device != weight.device:
         raise ValueError(f"norms must be on the weight's device {weight.device}, got {norms.device}")
     scores = weight.detach().abs() * (1 if norms is None else norms[None, :])

@@ -327,10 +327,13 @@ def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activatio
     _refuse_foreign_hooks(_require_mlp(model))
     keep = _check_keep_per_layer(model, keep)
     activation = _check_activation(activation)
-    probe = torch.linspace(-2.0, 2.0, 9)
+    # probe where folding applies it: the hidden biases themselves, and far beyond them
+    biases = [layer.bias.detach().float().cpu() for layer in model.layers[:-1]
+              if layer.bias is not None and not layer.bias.is_meta]
+    probe = torch.cat([torch.linspace(-2.0, 2.0, 9), torch.tensor([-1e6, 1e6]), *biases])
     if activation is not None and not torch.equal(activation(probe), F.relu(probe)):
         raise ValueError(f"activation must compute ReLU (what MLP applies after every hidden layer) or be None, "
-                         f"got {activation!r:.40}, which differs from relu on {probe.tolist()}")
+                         f"got {activation!r:.40}, which differs from relu on some inputs it would be applied to")
     layers = [copy_linear(layer) for layer in model.layers]
     for i in sorted(keep, reverse=True):              # last hidden layer first: see the docstring
         layers[i], layers[i + 1] = slim_linear_pair(layers[i], layers[i + 1], keep[i], activation)

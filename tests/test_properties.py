@@ -403,3 +403,21 @@ def test_train_refuses_an_optimizer_of_another_model() -> None:
     with pytest.raises(ValueError, match="optimizer must update this model's parameters"):
         training.train(model, split(), 1, optimizer=torch.optim.SGD(other.parameters(), lr=0.1), progress=False)
     assert same(fingerprint([model]), before)
+
+
+def test_slim_mlp_refuses_an_activation_that_is_relu_only_near_zero() -> None:
+    model = mlp()
+    with torch.no_grad():
+        model.layers[0].bias[1] = 5.0                        # a removed neuron whose relu6(bias) != relu(bias)
+    with pytest.raises(ValueError, match="activation must compute ReLU"):
+        structured.slim_mlp(model, {0: torch.tensor([0, 2])}, activation=torch.nn.functional.relu6)
+    structured.slim_mlp(model, {0: torch.tensor([0, 2])}, activation=torch.relu)
+
+
+def test_wanda_mask_refuses_non_finite_norms() -> None:
+    weight = torch.randn(4, 6)
+    for bad in (math.nan, math.inf):
+        norms = torch.ones(6)
+        norms[2] = bad
+        with pytest.raises(ValueError, match="norms must be finite"):
+            pruning.wanda_mask(weight, norms, 0.5)
