@@ -39,8 +39,9 @@ def digits_split(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: i
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.05 <= value <= 0.5:
             raise ValueError(f"{name} must be in [0.05, 0.5], got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    seed = int(seed)
     x, y = load_digits(return_X_y=True)
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=test_fraction, stratify=y, random_state=seed)

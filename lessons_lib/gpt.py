@@ -42,8 +42,9 @@ class GPTConfig:
         """Checks every field; ``heads`` and ``ffn`` become plain lists of ints."""
         for name in ("vocab_size", "block_size", "d_model", "head_dim"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+            setattr(self, name, int(value))              # a numpy int works, and the config stays JSON
         for name in ("heads", "ffn"):
             value = getattr(self, name)
             if not is_sequence(value):
@@ -143,10 +144,13 @@ class GPT(nn.Module):
         return self.head(self.ln_f(x))
 
     def _check_inputs(self, idx: object, head_masks: object) -> None:
-        """Shapes and dtypes only (cheap: no pass over the values)."""
+        """Shapes, dtypes and the token range (one cheap pass over the ids, not the activations)."""
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx must be a 2-D int64 tensor of token ids (B, T), got "
                              f"{getattr(idx, 'shape', type(idx).__name__)} of {getattr(idx, 'dtype', '')}")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            raise ValueError(f"idx must hold token ids in [0, {self.config.vocab_size - 1}], got values from "
+                             f"{int(idx.min())} to {int(idx.max())}")
         if head_masks is None:
             return
         shapes = [getattr(m, "shape", None) for m in head_masks] if isinstance(head_masks, (list, tuple)) else None
@@ -173,6 +177,11 @@ def load_gpt(saved: dict) -> GPT:
     if not isinstance(saved["config"], dict) or not set(saved["config"]) <= set(GPTConfig.__dataclass_fields__):
         raise ValueError(f"saved['config'] must be a dict of GPTConfig fields, got {saved['config']!r}")
     model = GPT(GPTConfig(**saved["config"]))
+    if isinstance(saved["state_dict"], dict):         # a float64 model comes back float64
+        dtypes = {t.dtype for t in saved["state_dict"].values()
+                  if isinstance(t, torch.Tensor) and t.is_floating_point()}
+        if len(dtypes) == 1:
+            model = model.to(dtypes.pop())
     try:
         model.load_state_dict(saved["state_dict"])
     except (RuntimeError, TypeError, AttributeError) as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -20,9 +21,9 @@ class MLP(nn.Module):
 
     def __init__(self, sizes: Sequence[int] = (64, 256, 128, 10)) -> None:
         super().__init__()
-        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in sizes):
+        if len(sizes) < 2 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in sizes):
             raise ValueError(f"sizes must be at least two positive ints, got {tuple(sizes)!r}")
-        self.sizes = tuple(sizes)
+        sizes = self.sizes = tuple(int(s) for s in sizes)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

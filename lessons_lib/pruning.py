@@ -204,8 +204,9 @@ def global_threshold(weights: Sequence[torch.Tensor], amount: float) -> float:
     if len(weights) == 0:
         raise ValueError("weights must hold at least one tensor, got an empty sequence")
     for i, w in enumerate(weights):
-        if not isinstance(w, torch.Tensor):
-            raise TypeError(f"weights[{i}] must be a torch.Tensor, got {type(w).__name__}")
+        if not isinstance(w, torch.Tensor) or not w.is_floating_point():
+            raise TypeError(f"weights[{i}] must be a float torch.Tensor, got "
+                            f"{getattr(w, 'dtype', type(w).__name__)}")
     amount = require_fraction(amount, "amount")
     scores = torch.cat([w.detach().abs().flatten() for w in weights])   # (N,)
     if scores.numel() == 0:
@@ -255,6 +256,8 @@ def _check_allocation(scan: object, amounts: object, sizes: object) -> None:
     """The arguments of :func:`allocate_sparsity`, checked (raises on the first problem)."""
     require_mapping(scan, "scan", "layer names to accuracies")
     require_mapping(sizes, "sizes", "layer names to numbers of weights")
+    if len(scan) == 0:
+        raise ValueError("scan must name at least one layer (from measure.sensitivity_scan), got an empty dict")
     if not is_sequence(amounts):
         raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
     values = [require_fraction(a, f"amounts[{i}]") for i, a in enumerate(amounts)]

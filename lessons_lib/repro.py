@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import random
 
 import numpy as np
@@ -23,8 +24,9 @@ def seed_everything(seed: int = 0, threads: int = 1) -> None:
         seed: any int >= 0.
         threads: number of intra-op CPU threads for PyTorch, >= 1.
     """
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    seed = int(seed)
     threads = require_positive_int(threads, "threads")
     random.seed(seed)
     np.random.seed(seed)

@@ -7,6 +7,7 @@ The masks here are plain tensors (True = keep). To apply one to a module, use to
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -163,8 +164,10 @@ def n_m_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     weight = require_tensor(weight, "weight")
     if weight.dim() != 2:
         raise ValueError(f"weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
-    if isinstance(n, bool) or isinstance(m, bool) or not (isinstance(m, int) and isinstance(n, int) and 0 < n < m):
+    if isinstance(n, bool) or isinstance(m, bool) or not (
+            isinstance(m, numbers.Integral) and isinstance(n, numbers.Integral) and 0 < n < m):
         raise ValueError(f"n and m must be ints with 0 < n < m, got n={n!r}, m={m!r}")
+    n, m = int(n), int(m)
     if weight.shape[1] % m:
         raise ValueError(f"weight.shape[1] must be divisible by m={m}, got {weight.shape[1]}")
     groups = weight.detach().abs().reshape(weight.shape[0], -1, m)       # (out, in/m, m)

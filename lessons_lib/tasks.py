@@ -11,6 +11,7 @@ problems were never seen in training.
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -75,8 +76,9 @@ def addition_task(n_digits: int = 3, n_train: int = 20_000, n_val: int = 1_000, 
                   seed: int = 0) -> Addition:
     """Disjoint random problems with operands in [0, 10**n_digits); ``n_train``, ``n_val`` and
     ``n_test`` are ints >= 1 that together fit the ``10**(2 * n_digits)`` distinct problems."""
-    if isinstance(n_digits, bool) or not isinstance(n_digits, int) or not 1 <= n_digits <= 4:
+    if isinstance(n_digits, bool) or not isinstance(n_digits, numbers.Integral) or not 1 <= n_digits <= 4:
         raise ValueError(f"n_digits must be in [1, 4], got {n_digits!r}")
+    n_digits = int(n_digits)
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         require_positive_int(value, name)
     require_int(seed, "seed", 0)
@@ -150,10 +152,12 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     was_training = model.training
     model.eval()
     correct = 0
-    for start in range(0, len(x), batch_size):
-        xs, ys = x[start:start + batch_size], y[start:start + batch_size]
-        correct += (answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
-    model.train(was_training)
+    try:
+        for start in range(0, len(x), batch_size):
+            xs, ys = x[start:start + batch_size], y[start:start + batch_size]
+            correct += (answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
+    finally:
+        model.train(was_training)                    # even when the model's forward raises
     return correct / len(x)
 
 

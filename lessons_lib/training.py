@@ -128,7 +128,7 @@ def train(
     Every argument is checked once, before the first step (``data`` against ``model``).
     """
     require_module(model, "model")
-    _check_loop(epochs, lr, batch_size, seed, on_epoch_start)
+    _check_loop(epochs, lr, batch_size, seed, on_epoch_start, desc)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     check_split(data, model)
@@ -154,8 +154,11 @@ def train(
     return history
 
 
-def _check_loop(epochs: object, lr: object, batch_size: object, seed: object, on_epoch_start: object) -> None:
+def _check_loop(epochs: object, lr: object, batch_size: object, seed: object, on_epoch_start: object,
+                desc: object = "") -> None:
     """The loop arguments :func:`train` and :func:`train_together` share."""
+    if not isinstance(desc, str):
+        raise TypeError(f"desc must be a str (the progress bar's label), got {type(desc).__name__} {desc!r}")
     require_positive_int(epochs, "epochs")
     require_positive_int(batch_size, "batch_size")
     require_lr(lr)
@@ -231,7 +234,7 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
         require_int(seed, f"seeds[{i}]", 0)
     if len({(p.dtype, p.device) for p in params}) != 1:
         raise ValueError("models must all have the same dtype and device")
-    _check_loop(epochs, lr, batch_size, 0, on_epoch_start)
+    _check_loop(epochs, lr, batch_size, 0, on_epoch_start, desc)
     check_split(data, models[0])
     weights, biases, masks = _stack(models)
     # Adam works element by element, so one Adam over the stacked tensors is R independent Adams.

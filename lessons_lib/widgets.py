@@ -13,6 +13,7 @@ text) and redraw only the changing artists on top of them (:class:`PartialRedraw
 from __future__ import annotations
 
 import io
+import numbers
 import time
 
 import ipywidgets as widgets
@@ -60,7 +61,7 @@ def layer_readout(weight: torch.Tensor, mask: torch.Tensor, error: float) -> str
     weight, mask = require_tensor(weight, "weight"), require_tensor(mask, "mask")
     if mask.shape != weight.shape:
         raise ValueError(f"mask must have the weight's shape {tuple(weight.shape)}, got {tuple(mask.shape)}")
-    if not error >= 0:
+    if isinstance(error, bool) or not isinstance(error, numbers.Real) or not error >= 0:
         raise ValueError(f"error must be a number >= 0, got {error!r}")
     kept = int(mask.sum())
     return (f"sparsity {1 - kept / weight.numel():.0%} · kept {kept:,} of {weight.numel():,} weights"
@@ -430,6 +431,8 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
         if not isinstance(norms[name], torch.Tensor) or norms[name].shape != (layer.in_features,):
             raise ValueError(f"norms[{name!r}] must be a tensor of shape ({layer.in_features},), got "
                              f"{getattr(norms[name], 'shape', type(norms[name]).__name__)}")
+        if not torch.isfinite(norms[name]).all():
+            raise ValueError(f"norms[{name!r}] must be finite (no NaN or inf): a NaN score ranks arbitrarily")
     weights = {name: layer.weight.detach().clone() for name, layer in layers.items() if layer.weight.numel()}
     if not weights:
         raise ValueError("layers must hold at least one layer with weights, got none")
@@ -475,8 +478,11 @@ def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
                          f"{type(ffn_scores).__name__} {getattr(ffn_scores, 'shape', '')}")
     for i, (s, width) in enumerate(zip(ffn_scores, widths, strict=True)):
         if not isinstance(s, torch.Tensor) or s.shape != (width,) or not s.is_floating_point():
+            got = f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
             raise ValueError(f"ffn_scores[{i}] must be a float tensor of shape ({width},) (layer {i}'s FFN "
-                             f"width), got {getattr(s, 'shape', type(s).__name__)}")
+                             f"width), got {got}")
+        if not torch.isfinite(s).all():
+            raise ValueError(f"ffn_scores[{i}] must be finite (no NaN or inf): a NaN score ranks arbitrarily")
 
 
 def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: list[torch.Tensor],

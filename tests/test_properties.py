@@ -421,3 +421,50 @@ def test_wanda_mask_refuses_non_finite_norms() -> None:
         norms[2] = bad
         with pytest.raises(ValueError, match="norms must be finite"):
             pruning.wanda_mask(weight, norms, 0.5)
+
+
+def test_numpy_ints_are_ints_everywhere() -> None:
+    from lessons_lib.data import digits_split
+    from lessons_lib.repro import seed_everything
+
+    config = GPTConfig(vocab_size=np.int64(12), d_model=np.int32(16), head_dim=4, heads=[2], ffn=[8])
+    assert type(config.vocab_size) is int and type(config.d_model) is int      # the config stays JSON
+    assert MLP((8, np.int64(4), 3)).sizes == (8, 4, 3)
+    assert sparsity.n_m_mask(torch.randn(4, 8), n=np.int64(2), m=np.int64(4)).sum() == 16
+    assert tasks.addition_task(np.int64(1), n_train=10, n_val=5, n_test=5).n_digits == 1
+    assert len(digits_split(seed=np.int64(0)).x_train) == len(digits_split(seed=0).x_train)
+    seed_everything(np.int64(0))
+
+
+def test_remaining_silent_results_are_gone() -> None:
+    model = small_gpt().double()
+    assert gpt.load_gpt(gpt.save_gpt(model)).tok_emb.weight.dtype == torch.float64
+    scores = [torch.ones(8), torch.full((6,), math.nan)]
+    with pytest.raises(ValueError, match=r"ffn_scores\[1\] must be finite"):
+        widgets.head_explorer(small_gpt(), *gpt_xy(), scores)
+
+    class Broken(GPT):
+        def forward(self, idx, head_masks=None):
+            raise RuntimeError("broken forward")
+
+    broken = Broken(small_gpt().config).train()
+    with pytest.raises(RuntimeError, match="broken forward"):
+        tasks.exact_match(broken, *gpt_xy())
+    assert broken.training                                  # the mode is restored even on failure
+
+
+def test_remaining_raw_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="scan must name at least one layer"):
+        pruning.allocate_sparsity({}, [0, 0.5], {}, 0.3)
+    with pytest.raises(TypeError, match=r"weights\[0\] must be a float torch.Tensor"):
+        pruning.global_threshold([torch.ones(4, dtype=torch.bool)], 0.5)
+    model = mlp()
+    before = fingerprint([model])
+    with pytest.raises(TypeError, match="desc must be a str"):
+        schedules.train_with_plan(model, split(), [(0, 0.5)], 2, progress=False, desc=5)
+    assert same(fingerprint([model]), before)
+    with pytest.raises(ValueError, match="error must be a number"):
+        widgets.layer_readout(torch.ones(2, 2), torch.ones(2, 2), "x")
+    for tokens in (torch.full((2, 11), 12), torch.full((2, 11), -1)):
+        with pytest.raises(ValueError, match=r"idx must hold token ids in \[0, 11\]"):
+            small_gpt()(tokens)

@@ -224,7 +224,7 @@ def test_allocate_refuses_what_used_to_divide_by_zero(args, error, message):
 def test_global_threshold_refuses_junk():
     with pytest.raises(TypeError, match="weights must be a list of tensors, got Tensor"):
         pr.global_threshold(torch.randn(3, 3), 0.5)
-    with pytest.raises(TypeError, match=r"weights\[0\] must be a torch.Tensor, got list"):
+    with pytest.raises(TypeError, match=r"weights\[0\] must be a float torch.Tensor, got list"):
         pr.global_threshold([[1.0, 2.0]], 0.5)
     with pytest.raises(ValueError, match="only empty tensors"):
         pr.global_threshold([torch.zeros(0)], 0.5)
