@@ -127,7 +127,18 @@ def check_problems(model: nn.Module, x: object, y: object) -> None:
 
 
 def answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Tensor:
-    """Logits the model gives for the answer digits: (n, n_answer, vocab)."""
+    """Logits the model gives for the last ``n_answer`` positions of ``x`` ``(n, T)``, the answer
+    digits: ``(n, n_answer, vocab)``. ``n_answer`` is in ``[1, T - 1]``."""
+    require_module(model, "model")
+    check_tokens(model, x, "x")
+    n_answer = require_positive_int(n_answer, "n_answer")
+    if n_answer >= x.shape[1]:
+        raise ValueError(f"n_answer must be shorter than the problem ({x.shape[1]} positions), got {n_answer}")
+    return _answer_logits(model, x, n_answer)
+
+
+def _answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Tensor:
+    """:func:`answer_logits` without the checks, for callers that checked once already."""
     return model(x)[:, -n_answer:]
 
 
@@ -135,7 +146,7 @@ def answer_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Ten
     """Cross-entropy on the answer digits only (the problem itself is given, not predicted).
     ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits; returns a 0-d tensor."""
     check_problems(model, x, y)
-    logits = answer_logits(model, x, y.shape[1])
+    logits = _answer_logits(model, x, y.shape[1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
@@ -155,7 +166,7 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     try:
         for start in range(0, len(x), batch_size):
             xs, ys = x[start:start + batch_size], y[start:start + batch_size]
-            correct += (answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
+            correct += (_answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
     finally:
         model.train(was_training)                    # even when the model's forward raises
     return correct / len(x)

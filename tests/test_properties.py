@@ -24,7 +24,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lessons_lib import gpt, gpt_structured, measure, pruning, schedules, sparsity, structured, tasks, training, widgets
+from lessons_lib import (
+    assignment,
+    gpt,
+    gpt_structured,
+    measure,
+    models,
+    pruning,
+    schedules,
+    sparsity,
+    structured,
+    tasks,
+    training,
+    widgets,
+)
 from lessons_lib.data import Split
 from lessons_lib.gpt import GPT, GPTConfig
 from lessons_lib.models import MLP
@@ -314,6 +327,30 @@ CASES = [
           "amounts": st.one_of(NOT_MAPPING.filter(lambda v: v is not None),
                                st.just({"layers.9": 0.5}), BAD_FRACTION.map(lambda a: {"layers.0": a}))}),
     Case(widgets.neuron_explorer, _mlp_args(), {"model": NOT_MLP, "x": MLP_X, "y": MLP_Y, "batch": BAD_COUNT}),
+    # added after the first round: the rest of the functions that take a model
+    Case(pruning.copy_model, lambda: {"model": mlp()}, {"model": NOT_MODULE}),
+    Case(models.linear_layers, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
+    Case(tasks.answer_logits, lambda: {"model": small_gpt(), "x": gpt_xy()[0], "n_answer": 4},
+         {"model": NOT_MODULE, "x": GPT_X, "n_answer": st.one_of(BAD_COUNT, st.just(12))}),
+    Case(assignment.non_embedding_parameters, lambda: {"model": small_gpt()}, {"model": NOT_MODULE}),
+    Case(assignment.stored_values, lambda: {"model": small_gpt()}, {"model": NOT_MODULE}),
+    Case(training.train_together, lambda: {"models": [mlp(), mlp()], "data": split(), "epochs": 1, "seeds": [0, 1],
+                                           "progress": False},
+         {"models": st.one_of(st.sampled_from(JUNK), st.just([]), st.builds(lambda: [mlp(), small_gpt()]),
+                              st.builds(lambda: [mlp(), MLP((8, 5, 4))])),
+          "data": bad_split(), "epochs": BAD_COUNT, "lr": BAD_SIZE,
+          "seeds": st.sampled_from([None, [0], [0, 1, 2], "01", [0, -1], [0, 1.5]])}),
+    Case(widgets.head_explorer, lambda: {**_gpt_args()(), "ffn_scores": [torch.rand(8), torch.rand(6)]},
+         {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y, "batch": BAD_COUNT,
+          "ffn_scores": st.sampled_from([None, [torch.rand(8)], [torch.rand(8), torch.rand(5)], "scores",
+                                         [torch.rand(8), torch.full((6,), math.nan)],
+                                         [torch.rand(8), torch.ones(6, dtype=torch.long)]])}),
+    Case(widgets.transformer_sparsity_explorer,
+         lambda: (lambda m: {"model": m, "layers": gpt.prunable_layers(m), "x": gpt_xy()[0], "y": gpt_xy()[1],
+                             "norms": {n: torch.ones(layer.in_features)
+                                       for n, layer in gpt.prunable_layers(m).items()}})(small_gpt()),
+         {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y, "layers": NOT_MAPPING,
+          "norms": st.sampled_from([None, "norms", [torch.ones(16)], {"blocks.0.attn.q": torch.ones(16)}])}),
 ]
 
 PAIRS = [(case, arg) for case in CASES for arg in case.bad]
