@@ -39,8 +39,8 @@ def digits_split(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: i
     for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.05 <= value <= 0.5:
             raise ValueError(f"{name} must be in [0.05, 0.5], got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32) (scikit-learn's limit), got {seed!r}")
     seed = int(seed)
     x, y = load_digits(return_X_y=True)
     x_rest, x_test, y_rest, y_test = train_test_split(

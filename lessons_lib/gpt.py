@@ -51,7 +51,7 @@ class GPTConfig:
                 raise TypeError(f"{name} must be a list of ints (one per layer), got {type(value).__name__} {value!r}")
             if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) for v in value):
                 raise ValueError(f"{name} must hold ints (one per layer), got {list(value)!r}")
-        if len(self.heads) != len(self.ffn) or not self.heads:
+        if len(self.heads) != len(self.ffn) or len(self.heads) == 0:
             raise ValueError(f"heads and ffn must list one entry per layer (same length, >= 1), "
                              f"got heads={self.heads}, ffn={self.ffn}")
         if any(h < 0 for h in self.heads) or any(f < 0 for f in self.ffn):
@@ -148,9 +148,14 @@ class GPT(nn.Module):
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
             raise ValueError(f"idx must be a 2-D int64 tensor of token ids (B, T), got "
                              f"{getattr(idx, 'shape', type(idx).__name__)} of {getattr(idx, 'dtype', '')}")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
-            raise ValueError(f"idx must hold token ids in [0, {self.config.vocab_size - 1}], got values from "
-                             f"{int(idx.min())} to {int(idx.max())}")
+        if idx.numel() and not idx.is_meta and not torch.compiler.is_compiling():
+            try:
+                low, high = int(idx.min()), int(idx.max())
+            except RuntimeError:       # values unknown while tracing (vmap, export): the embedding checks later
+                low, high = 0, 0
+            if low < 0 or high >= self.config.vocab_size:
+                raise ValueError(f"idx must hold token ids in [0, {self.config.vocab_size - 1}], got values from "
+                                 f"{low} to {high}")
         if head_masks is None:
             return
         shapes = [getattr(m, "shape", None) for m in head_masks] if isinstance(head_masks, (list, tuple)) else None

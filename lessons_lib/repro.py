@@ -21,11 +21,11 @@ def seed_everything(seed: int = 0, threads: int = 1) -> None:
     version; another CPU or version may add in another order and move the last bits.
 
     Args:
-        seed: any int >= 0.
+        seed: an int in [0, 2**32).
         threads: number of intra-op CPU threads for PyTorch, >= 1.
     """
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be an int in [0, 2**32) (numpy's limit), got {seed!r}")
     seed = int(seed)
     threads = require_positive_int(threads, "threads")
     random.seed(seed)

@@ -328,8 +328,8 @@ def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activatio
     keep = _check_keep_per_layer(model, keep)
     activation = _check_activation(activation)
     # probe where folding applies it: the hidden biases themselves, and far beyond them
-    biases = [layer.bias.detach().float().cpu() for layer in model.layers[:-1]
-              if layer.bias is not None and not layer.bias.is_meta]
+    biases = [b[torch.isfinite(b)] for b in (layer.bias.detach().float().cpu() for layer in model.layers[:-1]
+                                             if layer.bias is not None and not layer.bias.is_meta)]
     probe = torch.cat([torch.linspace(-2.0, 2.0, 9), torch.tensor([-1e6, 1e6]), *biases])
     if activation is not None and not torch.equal(activation(probe), F.relu(probe)):
         raise ValueError(f"activation must compute ReLU (what MLP applies after every hidden layer) or be None, "

@@ -128,12 +128,12 @@ def check_problems(model: nn.Module, x: object, y: object) -> None:
 
 def answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Tensor:
     """Logits the model gives for the last ``n_answer`` positions of ``x`` ``(n, T)``, the answer
-    digits: ``(n, n_answer, vocab)``. ``n_answer`` is in ``[1, T - 1]``."""
+    digits: ``(n, n_answer, vocab)``. ``n_answer`` is in ``[1, T]``; int32 tokens work too."""
     require_module(model, "model")
-    check_tokens(model, x, "x")
+    check_tokens(model, x.long() if isinstance(x, torch.Tensor) and x.dtype == torch.int32 else x, "x")
     n_answer = require_positive_int(n_answer, "n_answer")
-    if n_answer >= x.shape[1]:
-        raise ValueError(f"n_answer must be shorter than the problem ({x.shape[1]} positions), got {n_answer}")
+    if n_answer > x.shape[1]:
+        raise ValueError(f"n_answer must be at most the problem's length ({x.shape[1]} positions), got {n_answer}")
     return _answer_logits(model, x, n_answer)
 
 

@@ -157,8 +157,8 @@ def train(
 def _check_loop(epochs: object, lr: object, batch_size: object, seed: object, on_epoch_start: object,
                 desc: object = "") -> None:
     """The loop arguments :func:`train` and :func:`train_together` share."""
-    if not isinstance(desc, str):
-        raise TypeError(f"desc must be a str (the progress bar's label), got {type(desc).__name__} {desc!r}")
+    if desc is not None and not isinstance(desc, str):
+        raise TypeError(f"desc must be a str (the progress bar's label) or None, got {type(desc).__name__} {desc!r}")
     require_positive_int(epochs, "epochs")
     require_positive_int(batch_size, "batch_size")
     require_lr(lr)

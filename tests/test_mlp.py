@@ -33,7 +33,8 @@ def test_split_sizes_stratified_and_standardised(data):
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"val_fraction": 0.9}, r"val_fraction must be in \[0.05, 0.5\], got 0.9"),
     ({"test_fraction": 0.0}, r"test_fraction must be in \[0.05, 0.5\], got 0.0"),
-    ({"seed": -1}, "seed must be an int >= 0, got -1"),
+    ({"seed": -1}, r"seed must be an int in \[0, 2\*\*32\) \(scikit-learn's limit\), got -1"),
+    ({"seed": 2**40}, r"seed must be an int in \[0, 2\*\*32\)"),
 ])
 def test_split_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -505,3 +505,21 @@ def test_remaining_raw_errors_are_clear() -> None:
     for tokens in (torch.full((2, 11), 12), torch.full((2, 11), -1)):
         with pytest.raises(ValueError, match=r"idx must hold token ids in \[0, 11\]"):
             small_gpt()(tokens)
+
+
+def test_last_round_regressions_are_gone() -> None:
+    model = small_gpt()
+    x = gpt_xy()[0]
+    assert torch.equal(tasks.answer_logits(model, x.int(), 3), tasks.answer_logits(model, x, 3))
+    assert tasks.answer_logits(model, x, x.shape[1]).shape == (len(x), x.shape[1], 12)
+    with torch.device("meta"):                                  # shapes only: no values to range-check
+        meta = GPT(model.config)
+    assert meta(torch.zeros(2, 8, dtype=torch.long, device="meta")).shape == (2, 8, 12)
+    assert torch.equal(torch.func.vmap(lambda row: model(row[None])[0])(x), model(x))
+    training.train(mlp(), split(), 1, progress=False, desc=None)
+    config = GPTConfig(d_model=16, head_dim=4, heads=np.array([2, 2]), ffn=np.array([8, 8]))
+    assert config.heads == [2, 2] and type(config.heads[0]) is int
+    with_nan = mlp()
+    with torch.no_grad():
+        with_nan.layers[0].bias[0] = math.nan                   # relu is still relu
+    structured.slim_mlp(with_nan, {0: torch.tensor([0, 2])}, activation=torch.relu)

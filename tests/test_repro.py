@@ -27,8 +27,9 @@ def test_threads_are_set():
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"seed": -1}, "seed must be an int >= 0, got -1"),
-    ({"seed": 1.5}, "seed must be an int >= 0, got 1.5"),
+    ({"seed": -1}, "seed must be an int in [0, 2**32) (numpy's limit), got -1"),
+    ({"seed": 1.5}, "seed must be an int in [0, 2**32) (numpy's limit), got 1.5"),
+    ({"seed": 2**32}, "seed must be an int in [0, 2**32) (numpy's limit), got 4294967296"),
     ({"threads": 0}, "threads must be a positive int, got 0"),
     ({"threads": "2"}, "threads must be a positive int, got '2'"),
 ])
