@@ -507,6 +507,7 @@ def test_remaining_raw_errors_are_clear() -> None:
             small_gpt()(tokens)
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")    # vmap over attention
 def test_last_round_regressions_are_gone() -> None:
     model = small_gpt()
     x = gpt_xy()[0]
