@@ -1,6 +1,9 @@
 """Exercise checkers. Each runs a learner's function on a few cases and either prints one
 line saying it passed, or raises :class:`ExerciseFailure` with a message that says what is
-wrong in plain words: which case, what was expected, what came back, and a hint.
+wrong in plain words: which case, what was expected, what came back, and a hint. An exercise
+not started yet (its stub still raises ``NotImplementedError``) is not an error: the checker
+says so and returns :class:`NotDone`, worth 0 points, so that Run All goes on to the rest of
+the lesson, which uses the library's own version.
 (:func:`check_assignment`, lesson 08's grader, prints a score table and returns the score
 instead; it raises only when it refuses a submission.)
 
@@ -21,6 +24,7 @@ must own new tensors.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import numbers
 import os
@@ -46,6 +50,42 @@ class ExerciseFailure(AssertionError):
                 for i, line in enumerate(str(self).splitlines())]
 
 
+class _NotImplementedYet(ExerciseFailure):
+    """The learner's function still raises ``NotImplementedError`` (the exercise stub)."""
+
+
+class NotDone:
+    """What a checker returns for an exercise not implemented yet.
+
+    Its plain-text form is ``0``: nbgrader reads a grade cell's last value as its points, so an
+    untouched exercise scores 0 without raising, and a notebook run top to bottom carries on past
+    it. Front ends that show HTML (JupyterLab, Colab) show "0 points (not implemented yet)".
+    """
+
+    points = 0
+
+    def __init__(self, fn_name: str) -> None:
+        self.fn_name = fn_name
+
+    def __repr__(self) -> str:
+        return "0"
+
+    def _repr_html_(self) -> str:
+        return f"<b>0 points</b>: <code>{self.fn_name}</code> is not implemented yet"
+
+
+def _exercise_check(check: Callable) -> Callable:
+    """Wrap a checker: an exercise not implemented yet prints the reason and returns NotDone."""
+    @functools.wraps(check)
+    def run(fn: Callable, *args: object, **kwargs: object) -> object:
+        try:
+            return check(fn, *args, **kwargs)
+        except _NotImplementedYet as not_yet:
+            print(f"✗ {not_yet}")
+            return NotDone(not_yet.fn_name)
+    return run
+
+
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
@@ -68,10 +108,13 @@ def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
     try:
         return fn(*args)
     except NotImplementedError:
-        raise ExerciseFailure(
+        not_yet = _NotImplementedYet(
             f"{fn_name} is not implemented yet: replace `raise NotImplementedError()` "
-            "with your code, run that cell, then run this check again."
-        ) from None
+            "with your code, run that cell, then run this check again.\n"
+            "The lesson goes on without it: the cells below use the library's own version."
+        )
+        not_yet.fn_name = fn_name
+        raise not_yet from None
     except Exception as error:
         case = f" for {where}" if where else ""
         tip = hint(error) if hint is not None else None
@@ -217,7 +260,8 @@ def _count_mistake(t: torch.Tensor, got: object, expected: int) -> str | None:
     return f"{where} expected {expected} zeros, got {got!r}."
 
 
-def check_count_zeros(count_zeros: Callable[[torch.Tensor], int]) -> None:
+@_exercise_check
+def check_count_zeros(count_zeros: Callable[[torch.Tensor], int]) -> NotDone | None:
     """Lesson 00's warm-up: ``count_zeros(t)`` returns how many entries of ``t`` are exactly 0,
     as a Python int (a numpy integer is accepted too; a float, a tensor or a numpy array is not)."""
     cases = _count_zeros_cases()
@@ -359,7 +403,8 @@ def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, amount: float) -> st
             f"<= every kept |w|. ({TIES[0].upper() + TIES[1:]}.)")
 
 
-def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> None:
+@_exercise_check
+def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> NotDone | None:
     """Lesson 01's exercise: ``magnitude_mask(weight, amount)`` keeps the largest |weight|.
 
     The reference is the library's :func:`~lessons_lib.sparsity.magnitude_mask` (and
@@ -464,7 +509,8 @@ def _threshold_mistake(weights: list[torch.Tensor], amount: float, got: float) -
     return f"you rounded the result to {decimals} decimals; return it as computed." if decimals else ""
 
 
-def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], float], float]) -> None:
+@_exercise_check
+def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], float], float]) -> NotDone | None:
     """Lesson 02's exercise: ``global_threshold(weights, amount)`` returns the magnitude of the
     ``round(amount * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when amount is 0).
 
@@ -527,7 +573,8 @@ def _cubic_hint(error: Exception) -> str | None:
     return None
 
 
-def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]) -> None:
+@_exercise_check
+def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]) -> NotDone | None:
     """Lesson 03's exercise: ``cubic_sparsity(step, final, start, end)`` is Zhu & Gupta's
     ``final * (1 - (1 - progress) ** 3)`` with ``progress = (step - start) / (end - start)``
     clamped to [0, 1] (sparsity 0 before ``start``, ``final`` from ``end`` on).
@@ -636,7 +683,8 @@ def _check_new_pair(where: str, layer: nn.Linear, next_layer: nn.Linear, keep: l
                               + _slim_pair_diagnosis(layer, next_layer, keep, small, following))
 
 
-def check_slim_pair(slim_pair_fn: Callable) -> None:
+@_exercise_check
+def check_slim_pair(slim_pair_fn: Callable) -> NotDone | None:
     """Lesson 04's exercise: ``slim_pair(layer, next_layer, keep)`` returns new, smaller
     ``(nn.Linear(in, k), nn.Linear(k, out))`` that compute what the pair computes when the
     neurons not in ``keep`` are removed (their row, their bias and their column).
@@ -733,7 +781,8 @@ def _check_new_attention(where: str, attn: Attention, keep: list[int], result: o
                               + _remove_heads_diagnosis(attn, keep, result))
 
 
-def check_remove_heads(remove_heads_fn: Callable) -> None:
+@_exercise_check
+def check_remove_heads(remove_heads_fn: Callable) -> NotDone | None:
     """Lesson 07's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
     the heads in ``keep``, computing what ``attn`` computes with the other heads masked out.
 
