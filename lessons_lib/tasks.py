@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from .progress import progress_bar
 from .validate import require_int, require_lr, require_module, require_number, require_positive_int
 
 PLUS, EQUALS = 10, 11
@@ -193,7 +193,7 @@ def train_on_task(model: nn.Module, task: Addition, steps: int, lr: float = 3e-3
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
-    for _ in tqdm(range(steps), desc=desc, disable=not progress, leave=False):
+    for _ in progress_bar(steps, desc, "step", enabled=progress):
         batch = torch.randint(len(task.x_train), (batch_size,), generator=generator)
         loss = answer_loss(model, task.x_train[batch], task.y_train[batch])
         optimizer.zero_grad()

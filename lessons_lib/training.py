@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from .data import Split
 from .models import MLP, linear_layers
+from .progress import progress_bar
 from .validate import is_sequence, require_callable, require_int, require_lr, require_module, require_positive_int
 
 
@@ -123,7 +123,7 @@ def train(
         optimizer: use this one instead of a fresh Adam (e.g. to keep momentum across calls).
         on_epoch_start: called as ``on_epoch_start(epoch)`` before each epoch (0-based): the
             hook gradual pruning uses to prune on a schedule.
-        progress: show a ``tqdm`` progress bar.
+        progress: show a progress bar (:func:`lessons_lib.progress.progress_bar`).
 
     Every argument is checked once, before the first step (``data`` against ``model``).
     """
@@ -141,7 +141,7 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     n = len(data.y_train)
     history = []
-    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in progress_bar(epochs, desc, "epoch", enabled=progress):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         model.train()
@@ -243,7 +243,7 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     n = len(data.y_train)
     history = [[] for _ in models]
-    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
+    for epoch in progress_bar(epochs, desc, "epoch", enabled=progress):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
             new_weights, new_biases, masks = _stack(models)

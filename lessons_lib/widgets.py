@@ -1,4 +1,5 @@
-"""Interactive explorers. Each returns an ipywidgets layout; display it as a cell's last line.
+"""Interactive explorers. Each returns an :class:`Explorer` (an ipywidgets ``VBox``); display it
+as a cell's last line.
 
 Rules every explorer follows: it recomputes from the *unpruned* weights on every change (no
 pruning compounds), it never modifies the model it was given, and it draws into its own
@@ -40,6 +41,23 @@ from .validate import (
     require_positive_int,
     require_tensor,
 )
+
+
+class Explorer(widgets.VBox):
+    """A ``VBox`` whose plain-text form says what it is.
+
+    A viewer that draws no widgets (GitHub, nbviewer without the widget state, an untrusted
+    notebook) shows a display's plain text instead of the widget; for a bare ``VBox`` that is
+    ``VBox(children=(IntSlider(...``, which reads like an error. An Explorer shows
+    ``[sparsity explorer: interactive, drawn when the notebook runs]`` instead.
+    """
+
+    def __init__(self, children: list[widgets.Widget], name: str) -> None:
+        super().__init__(children)
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"[{self.name}: interactive, drawn when the notebook runs]"
 
 
 def _require_cpu(model: nn.Module, name: str = "model") -> None:
@@ -128,7 +146,7 @@ def _layer_bars(names: list[str], title: str, height: float, left: float) -> tup
     return fig, ax, bars
 
 
-def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) -> widgets.VBox:
+def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) -> Explorer:
     """A sparsity slider over one Linear layer, with mask heatmap, histogram and output error.
 
     Args:
@@ -170,7 +188,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
 
     slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([slider, readout, image])
+    return Explorer([slider, readout, image], "sparsity explorer")
 
 
 def _masked_accuracy(model: nn.Module, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
@@ -183,7 +201,7 @@ def _masked_accuracy(model: nn.Module, weights: dict[str, torch.Tensor], masks: 
 
 
 def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                            amounts: dict[str, float] | None = None) -> widgets.VBox:
+                            amounts: dict[str, float] | None = None) -> Explorer:
     """One magnitude-sparsity slider per Linear layer, with live accuracy, overall sparsity and
     the number of weights left.
 
@@ -233,10 +251,10 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for slider in sliders.values():
         slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([*sliders.values(), readout, image])
+    return Explorer([*sliders.values(), readout, image], "layer sparsity explorer")
 
 
-def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> widgets.VBox:
+def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> Explorer:
     """Sliders for final sparsity (a fraction in [0, 1], at most 0.99 here), number of pruning
     steps and the epoch by which the cubic schedule ends; draws the one-shot, iterative and
     cubic plans of ``schedules``.
@@ -301,10 +319,10 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> w
     for slider in (final_slider, steps_slider, end_slider):
         slider.observe(on_change, names="value")
     redraw()
-    return widgets.VBox([final_slider, steps_slider, end_slider, readout, image])
+    return Explorer([final_slider, steps_slider, end_slider, readout, image], "schedule explorer")
 
 
-def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> widgets.VBox:
+def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 256) -> Explorer:
     """One slider per hidden layer of an ``MLP``: how many neurons to keep (highest L2 norm
     first). Shows live accuracy on ``(x, y)``, parameter count and measured latency of the
     slim model on a batch of ``batch`` inputs, next to the dense model's.
@@ -348,11 +366,11 @@ def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     for slider in sliders:
         slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([*sliders, readout])
+    return Explorer([*sliders, readout], "neuron explorer")
 
 
 def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense_ms: float,
-                     title: str = "measured latency") -> widgets.VBox:
+                     title: str = "measured latency") -> Explorer:
     """A sparsity slider over *measured* latency curves (``curves``: name -> ms per amount).
 
     Nothing is re-timed while sliding: the slider picks one of ``amounts`` and the readout shows
@@ -385,7 +403,7 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
 
     slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([slider, readout, image])
+    return Explorer([slider, readout, image], "latency explorer")
 
 
 def _check_latency_curves(amounts: object, curves: object) -> None:
@@ -406,7 +424,7 @@ def _check_latency_curves(amounts: object, curves: object) -> None:
 
 
 def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear], x: torch.Tensor,
-                                  y: torch.Tensor, norms: dict[str, torch.Tensor]) -> widgets.VBox:
+                                  y: torch.Tensor, norms: dict[str, torch.Tensor]) -> Explorer:
     """Sparsity slider and method choice over a transformer's ``layers``, without retraining.
 
     Methods: layer-wise magnitude, global magnitude, and Wanda-style ``|W| * ||X||`` within each
@@ -468,7 +486,7 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     method.observe(redraw, names="value")
     slider.observe(redraw, names="value")
     redraw()
-    return widgets.VBox([method, slider, readout, image])
+    return Explorer([method, slider, readout, image], "transformer sparsity explorer")
 
 
 def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
@@ -486,7 +504,7 @@ def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
 
 
 def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: list[torch.Tensor],
-                  batch: int = 256) -> widgets.VBox:
+                  batch: int = 256) -> Explorer:
     """A checkbox per attention head (one row per layer) and an FFN-width slider (fraction of
     neurons kept in every layer, highest ``ffn_scores`` first). Shows live exact match on
     ``(x, y)``, parameter count and the measured latency of the slim model on ``batch`` problems.
@@ -543,4 +561,4 @@ def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores
     ffn_slider.observe(redraw, names="value")
     redraw()
     grid = widgets.VBox([widgets.HBox(row) for row in boxes])
-    return widgets.VBox([grid, ffn_slider, readout])
+    return Explorer([grid, ffn_slider, readout], "head explorer")

@@ -288,3 +288,19 @@ def test_explorers_check_their_data_once_up_front():
             explorer(model, x.double(), y)
     with pytest.raises(TypeError, match="amounts must be a dict mapping"):
         layer_sparsity_explorer(model, x, y, amounts=[0.5])
+
+
+def test_every_explorer_says_what_it_is_where_widgets_are_not_drawn(layer):
+    """GitHub and untrusted notebooks show a widget output's plain text: it must not read like an error."""
+    from lessons_lib import widgets as lw
+
+    explorers = [name for name in dir(lw) if name.endswith("_explorer")]
+    assert len(explorers) == 7
+    for name in explorers:
+        assert getattr(lw, name).__annotations__["return"] in ("Explorer", lw.Explorer), name
+    explorer = sparsity_explorer(layer, torch.randn(8, layer.in_features))
+    bundle = explorer._repr_mimebundle_()
+    assert bundle["text/plain"] == "[sparsity explorer: interactive, drawn when the notebook runs]"
+    assert "VBox(" not in bundle["text/plain"]
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
+    assert explorer._view_name == "VBoxView"                     # front ends draw it as any VBox
