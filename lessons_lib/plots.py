@@ -14,7 +14,14 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.ticker import MaxNLocator
 
-from .validate import require_fraction, require_mapping, require_number, require_positive_int, require_tensor
+from .validate import (
+    is_sequence,
+    require_fraction,
+    require_mapping,
+    require_number,
+    require_positive_int,
+    require_tensor,
+)
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (4.5, 3.2)) -> Axes:
@@ -198,4 +205,39 @@ def plot_latency(amounts: Sequence[float], curves: Mapping[str, Sequence[float]]
     if reference is not None:
         ax.axhline(reference, color="black", linewidth=0.8, label="dense")
         ax.legend(fontsize="small")
+    return ax
+
+
+def plot_attention(weights: torch.Tensor, labels: Sequence[str] | None = None, ax: Axes | None = None,
+                   title: str = "attention weights", colorbar_label: str = "attention weight") -> Axes:
+    """Heatmap of one head's attention ``(T, T)``: row ``t`` = the position that looks (query),
+    column ``s`` = the position looked at (key). Values in [0, 1]: softmax weights, or a causal
+    mask (bool or 0/1, 1 = may look). ``labels``: ``T`` strings (the tokens), on both axes."""
+    weights = require_tensor(weights, "weights").detach().cpu()
+    if weights.dim() != 2 or weights.shape[0] != weights.shape[1]:
+        raise ValueError(f"weights must be a square 2-D tensor (T, T), got shape {tuple(weights.shape)}")
+    if weights.is_complex():
+        raise ValueError(f"weights must be real numbers in [0, 1], got {weights.dtype}")
+    weights = weights.float()
+    if not torch.isfinite(weights).all():
+        raise ValueError("weights must be finite values in [0, 1], got NaN or inf")
+    if weights.min() < 0 or weights.max() > 1:
+        raise ValueError(f"weights must hold values in [0, 1] (attention weights or a 0/1 mask), got values "
+                         f"from {weights.min().item()} to {weights.max().item()}")
+    T = weights.shape[0]
+    if labels is not None and (not is_sequence(labels) or len(labels) != T
+                               or not all(isinstance(s, str) for s in labels)):
+        raise ValueError(f"labels must be {T} strings (one per position), got {labels!r}")
+    for name, text in (("title", title), ("colorbar_label", colorbar_label)):
+        if not isinstance(text, str):
+            raise TypeError(f"{name} must be a str, got {type(text).__name__}")
+    ax = _axes(ax, figsize=(4, 3.4))
+    image = ax.imshow(weights.numpy(), cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
+    ticks = list(range(T))
+    ax.set_xticks(ticks, labels if labels is not None else ticks)
+    ax.set_yticks(ticks, labels if labels is not None else ticks)
+    ax.set_xlabel("key: position looked at")
+    ax.set_ylabel("query: position looking")
+    ax.set_title(title)
+    ax.figure.colorbar(image, ax=ax, label=colorbar_label, shrink=0.8)
     return ax

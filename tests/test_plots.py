@@ -8,6 +8,7 @@ import torch
 import lessons_lib.sparsity as sp
 from lessons_lib.plots import (
     plot_accuracy_vs_sparsity,
+    plot_attention,
     plot_error_vs_sparsity,
     plot_latency,
     plot_mask,
@@ -98,3 +99,43 @@ def test_histogram_of_equal_weights_has_one_full_bin():
     assert before.get_data().values.sum() == 12 and kept.get_data().values.sum() == 12
     edges = before.get_data().edges
     assert edges[0] < 0.25 < edges[-1]
+
+
+def test_plot_attention_draws_the_pattern_with_token_labels():
+    weights = torch.tril(torch.rand(4, 4) + 0.1)
+    weights = weights / weights.sum(-1, keepdim=True)                  # causal softmax-like rows
+    ax = plot_attention(weights, labels=list("1+2="), title="one head")
+    assert ax.images[0].get_array().tolist() == weights.tolist()
+    assert [t.get_text() for t in ax.get_xticklabels()] == list("1+2=")
+    assert [t.get_text() for t in ax.get_yticklabels()] == list("1+2=")
+    assert ax.get_title() == "one head" and "key" in ax.get_xlabel() and "query" in ax.get_ylabel()
+    assert ax.images[0].get_clim() == (0, 1)                            # one colour scale for every head
+    colorbar = ax.images[0].colorbar
+    assert colorbar is not None and colorbar.ax.get_ylabel() == "attention weight"
+
+
+def test_plot_attention_takes_a_bool_causal_mask():
+    mask = torch.ones(3, 3, dtype=torch.bool).tril()
+    ax = plot_attention(mask, title="causal mask", colorbar_label="1 = may look")
+    assert ax.images[0].get_array().tolist() == [[1, 0, 0], [1, 1, 0], [1, 1, 1]]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+
+
+@pytest.mark.parametrize(("weights", "kwargs", "error", "message"), [
+    (torch.ones(2, 3), {}, ValueError, r"weights must be a square 2-D tensor \(T, T\), got shape \(2, 3\)"),
+    (torch.ones(2, 2, 2), {}, ValueError, r"weights must be a square 2-D tensor \(T, T\), got shape \(2, 2, 2\)"),
+    (torch.full((2, 2), 1.5), {}, ValueError, r"weights must hold values in \[0, 1\].*from 1.5 to 1.5"),
+    (torch.full((2, 2), -0.5), {}, ValueError, r"weights must hold values in \[0, 1\].*from -0.5 to -0.5"),
+    (torch.tensor([[0.5, math.nan], [0.5, 0.5]]), {}, ValueError, "weights must be finite.*got NaN"),
+    (torch.ones(2, 2, dtype=torch.complex64), {}, ValueError, "weights must be real numbers"),
+    (torch.empty(0, 0), {}, ValueError, "weights must have at least one element"),
+    ([[1.0]], {}, TypeError, "weights must be a torch.Tensor, got list"),
+    (torch.ones(2, 2), {"labels": ["a"]}, ValueError, r"labels must be 2 strings \(one per position\), got \['a'\]"),
+    (torch.ones(2, 2), {"labels": "ab"}, ValueError, "labels must be 2 strings"),
+    (torch.ones(2, 2), {"labels": [1, 2]}, ValueError, r"labels must be 2 strings .*got \[1, 2\]"),
+    (torch.ones(2, 2), {"title": None}, TypeError, "title must be a str, got NoneType"),
+    (torch.ones(2, 2), {"ax": "ax"}, TypeError, "ax must be a matplotlib Axes or None, got str"),
+])
+def test_plot_attention_refuses_what_it_cannot_draw(weights, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        plot_attention(weights, **kwargs)
