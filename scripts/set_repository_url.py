@@ -4,8 +4,9 @@
     python scripts/set_repository_url.py https://github.com/OWNER/NAME   # change it, then copy it
 
 The address is used by every lesson's set-up cell (the line that installs the series on Colab,
-which opens a single notebook with nothing else of the repository) and by README's Binder and
-Colab badges. tests/test_repository.py fails when any of them differs from pyproject.toml.
+which opens a single notebook with nothing else of the repository), by README's Binder and
+Colab links, and by the exercise versions' links to the solved lessons (exercises/ is rebuilt).
+tests/test_repository.py fails when any of them differs from pyproject.toml.
 Notebooks keep their outputs: only the set-up cell's source is rewritten.
 """
 
@@ -69,6 +70,13 @@ def main(argv: list[str]) -> None:
         if path.read_text() != text:
             path.write_text(text)
             print(f"updated {path.relative_to(ROOT)}")
+    try:   # exercises/ is built from notebooks/ and links to the solved lessons at this address
+        from build_exercises import build_exercises
+    except ImportError as missing:
+        print(f"exercises/ not rebuilt ({missing}): run make exercises")
+    else:
+        build_exercises()
+        print("rebuilt exercises/")
     print(f"repository: {repository_url()}")
 
 
