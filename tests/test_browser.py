@@ -1,9 +1,14 @@
-"""A real browser runs lessons 01 and 07 in JupyterLab and moves their widgets.
+"""A real browser opens the exercise versions in the learner's JupyterLab, as `make lab` sets it up.
+
+It checks what a learner sees before running anything (saved explorers and progress bars drawn as
+widgets, no teacher tooling), then runs lessons 01 and 07 with Run All past their untouched
+exercises and moves their widgets.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
-``playwright`` package from the test extra (no browser download). On a machine without Chromium
-the tests are skipped with a message saying so; under CI (``CI=true``) a missing browser fails
-them. Screenshots go to ``test-artifacts/``.
+``playwright`` package from the test extra (no browser download). JupyterLab itself comes from the
+learner's environment: ``make test`` passes its ``jupyter`` in ``LEARNER_JUPYTER``. On a machine
+without Chromium the tests are skipped with a message saying so; under CI (``CI=true``) a missing
+browser or a missing ``LEARNER_JUPYTER`` fails them. Screenshots go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "pruning-masterclass-test"
+IN_CI = os.environ.get("CI") == "true"
 
 
 def _require_browser() -> None:
@@ -42,9 +48,19 @@ def _require_browser() -> None:
         missing.append("the playwright package (pip install -e '.[test]')")
     if missing:
         message = "the real-browser test needs " + " and ".join(missing)
-        if os.environ.get("CI") == "true":
+        if IN_CI:
             pytest.fail(message + "; .ci/run installs Chromium, so under CI a missing browser is an error")
         pytest.skip(message + "; install it and run make test again to include this test")
+
+
+def _learner_jupyter() -> tuple[str, bool]:
+    """The ``jupyter`` of the learner's environment, and whether it is that (not this one's)."""
+    given = os.environ.get("LEARNER_JUPYTER")
+    if given:
+        return given, True
+    if IN_CI:
+        pytest.fail("LEARNER_JUPYTER is not set: run the suite with make test, which builds the learner's .venv")
+    return str(Path(sys.executable).with_name("jupyter")), False
 
 
 def _free_port() -> int:
@@ -55,33 +71,29 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    """JupyterLab on 127.0.0.1 over a *copy* of the notebooks (autosave must not touch the repo)."""
+    """The learner's JupyterLab on 127.0.0.1 over a copy of exercises/, trusted as make lab does
+    (with its own trust database), so autosave never touches the repository."""
     _require_browser()
-    import nbformat
-
+    jupyter, _ = _learner_jupyter()
     root = tmp_path_factory.mktemp("lab")
-    (root / "notebooks").mkdir()
-    for path in ROOT.glob("notebooks/*.ipynb"):               # outputs cleared: whatever the page
-        nb = nbformat.read(path, as_version=4)                # shows later, this run produced it
-        for cell in nb.cells:
-            if cell.cell_type == "code":
-                cell.outputs, cell.execution_count = [], None
-        nb.metadata.pop("widgets", None)
-        nbformat.write(nb, root / "notebooks" / path.name)
+    shutil.copytree(ROOT / "exercises", root / "workspace")
+    env = dict(os.environ, JUPYTER_DATA_DIR=str(root / "data"))
+    subprocess.run([jupyter, "trust", *map(str, sorted((root / "workspace").glob("*.ipynb")))], env=env,
+                   check=True, capture_output=True)
     # render every cell (no windowing), so widgets far down the page exist in the DOM
     settings = root / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port = _free_port()
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-               f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root / 'notebooks'}",
+    command = [jupyter, "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+               f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root / 'workspace'}",
                f"--LabApp.workspaces_dir={root / 'workspaces'}", f"--LabApp.user_settings_dir={root / 'settings'}",
                "--LabApp.news_url=",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if os.geteuid() == 0:
         command.append("--allow-root")
     log = (root / "lab.log").open("w")
-    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -107,13 +119,45 @@ def browser(lab):
         chromium.close()
 
 
-def _run_all(page, lab: str, notebook: str, done_text: str, timeout_s: int = 240) -> None:
-    """Open ``notebook``, choose Run > Run All Cells, and wait until ``done_text`` shows in an output."""
+def _open(page, lab: str, notebook: str):
+    """Open ``notebook`` alone and wait for its kernel; return the notebook's element."""
     # ?reset: start from an empty workspace, so only this notebook is open (an earlier test's tab
     # would otherwise be restored next to it)
     page.goto(f"{lab}/lab/tree/{notebook}?reset&token={TOKEN}")
-    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.wait_for(timeout=120_000)
+    panel = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first
+    panel.wait_for(timeout=120_000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+    return panel
+
+
+def test_unrun_lesson_draws_its_saved_widgets_and_no_teacher_tools(lab, browser):
+    """What a learner sees on opening a lesson, before running a cell: the saved explorer and
+    finished progress bars drawn as widgets, not their plain text, and no nbgrader menus."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    panel = _open(page, lab, "03_fine_tuning_and_schedules.ipynb")
+    page.locator(".widget-slider").first.wait_for(timeout=60_000)
+    bars = page.locator(".widget-hprogress .progress-bar")
+    bars.first.wait_for(state="attached", timeout=60_000)
+    page.screenshot(path=str(ARTIFACTS / "lesson03_unrun.png"))
+    text = panel.inner_text()
+    assert "VBox(children=" not in text and "HBox(children=" not in text
+    assert "0%|" not in text, "a saved progress bar shows tqdm's first frame as text"
+    assert page.locator(".widget-slider").count() >= 3                  # the schedule explorer's sliders
+    widths = [bars.nth(i).evaluate("el => el.style.width") for i in range(bars.count())]
+    assert widths and all(w == "100%" for w in widths), f"saved training bars should be full: {widths}"
+    assert page.locator(".jp-InputArea-prompt", has_text="[*]").count() == 0      # nothing ran
+    _, learners = _learner_jupyter()
+    if learners:                                   # the learner's environment has no nbgrader
+        menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+        assert "Nbgrader" not in menus and "nbgrader" not in " ".join(menus).lower(), menus
+        assert page.get_by_text("Validate", exact=True).count() == 0
+    page.close()
+
+
+def _run_all(page, lab: str, notebook: str, done_text: str, timeout_s: int = 240) -> None:
+    """Open ``notebook``, choose Run > Run All Cells, and wait until ``done_text`` shows in an output."""
+    _open(page, lab, notebook)
     started = page.locator(".jp-InputArea-prompt", has_text="[*]").or_(
         page.locator(".jp-InputArea-prompt", has_text="[1]")).first
     for _ in range(3):
@@ -136,11 +180,17 @@ def _errors(page) -> int:
     return page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']").count()
 
 
+def _not_implemented(page) -> int:
+    """Check outputs saying an untouched exercise is not implemented yet (and the run went on)."""
+    return page.locator(".jp-OutputArea-output", has_text="is not implemented yet").count()
+
+
 def test_lesson_01_slider_changes_readout_and_picture(lab, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     _run_all(page, lab, "01_magnitude_masks.ipynb", "median update:")
     assert _errors(page) == 0, "a cell shows an error"
+    assert _not_implemented(page) == 1, "Run All should pass the untouched magnitude_mask exercise"
     readout = page.locator(".widget-html-content", has_text="relative output error").first
     image = page.locator(".widget-image").first
     handle = page.locator(".widget-slider .noUi-handle").first
@@ -165,6 +215,7 @@ def test_lesson_07_head_toggle_changes_readout(lab, browser):
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     _run_all(page, lab, "07_pruning_heads_and_neurons.ipynb", "the slim model is faster", timeout_s=300)
     assert _errors(page) == 0, "a cell shows an error"
+    assert _not_implemented(page) == 1, "Run All should pass the untouched remove_heads exercise"
     checkbox = page.locator(".widget-checkbox input").first
     checkbox.scroll_into_view_if_needed()                          # widgets render once in view
     readout = page.locator(".widget-html-content", has_text="exact match").first

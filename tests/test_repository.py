@@ -180,3 +180,33 @@ def test_the_checkpoint_ships_with_the_package():
     for path in (CHECKPOINT, CHECKPOINT.with_suffix(".json")):
         assert path.is_file() and path.parent.parent == package_dir
         assert any(fnmatch(str(path.relative_to(package_dir)), p) for p in patterns), path.name
+
+
+def test_the_learner_environment_has_no_teacher_tools():
+    """make lab installs the runtime and the lab extra only; nbgrader (menus, Validate button) is
+    the teachers' and the tests', in the other environment."""
+    extras = PYPROJECT["optional-dependencies"]
+    learner = set(_requirements(PYPROJECT["dependencies"] + extras["lab"]))
+    assert "nbgrader" not in learner and "nbgrader" in _requirements(extras["teach"])
+    assert "nbgrader" in _requirements(extras["test"]), "the suite builds versions and runs an nbgrader course"
+    makefile = (ROOT / "Makefile").read_text()
+    learner_install = re.search(r"^\$\(STAMP\):.*?^\ttouch", makefile, re.S | re.M)[0]
+    installs = re.findall(r"pip install .*", learner_install)
+    assert installs[-1].endswith('-e ".[lab]"') and not any("test" in i or "teach" in i for i in installs)
+    assert re.search(r"^lab: \$\(STAMP\)$", makefile, re.M) and re.search(r"^teach: \$\(DEV_STAMP\)$", makefile, re.M)
+    assert "LEARNER_JUPYTER=$(abspath $(BIN))/jupyter" in makefile, "the browser test must use the learner's lab"
+
+
+def test_every_learner_entry_point_opens_the_exercise_versions():
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"https://(?:colab\.research\.google\.com/github|mybinder\.org/v2/gh)/\S+?\.ipynb", readme)
+    assert len(links) == 1 + 1 + len(NOTEBOOKS)                  # two badges, one link per lesson
+    assert all("/exercises/" in link for link in links), [link for link in links if "/exercises/" not in link]
+    assert {link.rsplit("/", 1)[1] for link in links} == {p.name for p in NOTEBOOKS}
+    makefile = (ROOT / "Makefile").read_text()
+    lab = re.search(r"^lab: .*?(?=^\S)", makefile, re.S | re.M)[0]
+    assert "exercises/*.ipynb" in lab and "test -e" in lab, "make lab copies exercises/, never overwriting"
+    assert "jupyter trust $(WORKSPACE)/*.ipynb" in lab and "jupyter lab $(LAB_ARGS) $(WORKSPACE)/" in lab
+    assert "workspace/" in (ROOT / ".gitignore").read_text().split()
+    post_build = (ROOT / "postBuild").read_text()
+    assert "jupyter trust exercises/*.ipynb" in post_build and (ROOT / "postBuild").stat().st_mode & 0o111
