@@ -80,8 +80,8 @@ def build_exercise_notebook(nb: nbformat.NotebookNode, solved_url: str) -> nbfor
         if cell is nb.cells[0]:
             cells.append(_note("exercise-version", (
                 "*This is the **exercise version** of the lesson: the \"Your turn\" cells are yours to fill "
-                "in. Until you do, their check says \"not implemented yet\" and the lesson carries on with "
-                f"the library's own version. The solved lesson: [{solved_url.rsplit('/', 1)[1]}]({solved_url})"
+                "in. Until you do, their check says \"not implemented yet\" and scores 0, and the rest of the "
+                f"lesson still runs. The solved lesson: [{solved_url.rsplit('/', 1)[1]}]({solved_url})"
                 " (or, in a clone, `make lab-solutions`).*")))
         if nbgrader.get("solution") and cell.cell_type == "code":
             cells.append(_note(f"{cell.id}-solution", (
