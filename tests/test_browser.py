@@ -139,7 +139,10 @@ def test_unrun_lesson_draws_its_saved_widgets_and_no_teacher_tools(lab, browser)
     page.locator(".widget-slider").first.wait_for(timeout=60_000)
     bars = page.locator(".widget-hprogress .progress-bar")
     bars.first.wait_for(state="attached", timeout=60_000)
-    page.screenshot(path=str(ARTIFACTS / "lesson03_unrun.png"))
+    bars.first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lesson03_unrun_bars.png"))
+    page.locator(".widget-slider").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lesson03_unrun_explorer.png"))
     text = panel.inner_text()
     assert "VBox(children=" not in text and "HBox(children=" not in text
     assert "0%|" not in text, "a saved progress bar shows tqdm's first frame as text"
@@ -182,7 +185,8 @@ def _errors(page) -> int:
 
 def _not_implemented(page) -> int:
     """Check outputs saying an untouched exercise is not implemented yet (and the run went on)."""
-    return page.locator(".jp-OutputArea-output", has_text="is not implemented yet").count()
+    said = page.locator(".jp-OutputArea-output", has_text="is not implemented yet")
+    return page.locator(".jp-CodeCell", has=said).count()
 
 
 def test_lesson_01_slider_changes_readout_and_picture(lab, browser):
