@@ -24,11 +24,13 @@ must own new tensors.
 from __future__ import annotations
 
 import contextlib
+import dis
 import functools
 import math
 import numbers
 import os
 import sys
+import sysconfig
 import traceback
 import warnings
 from collections.abc import Callable
@@ -77,9 +79,9 @@ class NotDone:
 def _exercise_check(check: Callable) -> Callable:
     """Wrap a checker: an exercise not implemented yet prints the reason and returns NotDone."""
     @functools.wraps(check)
-    def run(fn: Callable, *args: object, **kwargs: object) -> object:
+    def run(*args: object, **kwargs: object) -> object:          # a TypeError then names the checker
         try:
-            return check(fn, *args, **kwargs)
+            return check(*args, **kwargs)
         except _NotImplementedYet as not_yet:
             print(f"✗ {not_yet}")
             return NotDone(not_yet.fn_name)
@@ -87,6 +89,23 @@ def _exercise_check(check: Callable) -> Callable:
 
 
 _TORCH_DIR = os.path.dirname(torch.__file__)
+# Code that is not the learner's: torch, this library, the standard library and installed packages.
+_LIBRARY_DIRS = tuple({_TORCH_DIR, os.path.dirname(__file__),
+                       *(sysconfig.get_path(name) for name in ("stdlib", "platstdlib", "purelib", "platlib"))})
+
+
+def _learner_raised(error: BaseException) -> bool:
+    """True when a ``raise`` statement in the learner's own code raised ``error`` (the exercise stub,
+    or a case not written yet); False when torch or another library did (an operation that does not
+    support its inputs, an ``nn.Module`` without ``forward``), which is a crash, not an unfinished stub."""
+    tb = error.__traceback__
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    code = tb.tb_frame.f_code
+    if code.co_filename.startswith(_LIBRARY_DIRS):
+        return False
+    ops = {ins.offset: ins.opname for ins in dis.get_instructions(code)}
+    return ops.get(tb.tb_lasti, "RAISE_VARARGS") == "RAISE_VARARGS"   # else a call into C code raised it
 
 
 def _learner_line(error: Exception) -> str:
@@ -107,21 +126,37 @@ def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
         raise ExerciseFailure(f"expected your function {fn_name}, got {type(fn).__name__} {fn!r}")
     try:
         return fn(*args)
-    except NotImplementedError:
+    except NotImplementedError as error:
+        if not _learner_raised(error):
+            raise ExerciseFailure(_crash_message(error, fn_name, where, len(args), hint)) from error
+        raised = f"NotImplementedError({str(error)!r})" if str(error) else "NotImplementedError"
         not_yet = _NotImplementedYet(
-            f"{fn_name} is not implemented yet: replace `raise NotImplementedError()` "
-            "with your code, run that cell, then run this check again.\n"
+            f"{fn_name} is not implemented yet: it raised {raised}" + (f" for {where}" if where else "")
+            + ". Replace `raise NotImplementedError()` with your code, run that cell, then run this check again.\n"
             "The lesson goes on without it: the cells below use the library's own version."
         )
         not_yet.fn_name = fn_name
         raise not_yet from None
     except Exception as error:
-        case = f" for {where}" if where else ""
-        tip = hint(error) if hint is not None else None
-        if isinstance(error, TypeError) and len(traceback.extract_tb(error.__traceback__)) == 1:
-            tip = f"the check calls {fn_name} with {len(args)} arguments; give your function exactly those parameters."
-        raise ExerciseFailure(f"{fn_name} raised {type(error).__name__}{case}: {error}{_learner_line(error)}"
-                              + (f"\nHint: {tip}" if tip else "")) from error
+        raise ExerciseFailure(_crash_message(error, fn_name, where, len(args), hint)) from error
+
+
+def _crash_message(error: Exception, fn_name: str, where: str, n_args: int,
+                   hint: Callable[[Exception], str | None] | None) -> str:
+    """What the learner's function raised, for which case, at which of their lines, and a hint."""
+    case = f" for {where}" if where else ""
+    tip = hint(error) if hint is not None else None
+    if isinstance(error, NotImplementedError):
+        tip = ("this NotImplementedError comes from torch (or another library), not from a `raise` of yours: "
+               "the operation on that line does not support these inputs (a sparse tensor, this dtype, a "
+               "module without forward, ...).")
+    if isinstance(error, TypeError) and len(traceback.extract_tb(error.__traceback__)) == 1:
+        tip = f"the check calls {fn_name} with {n_args} arguments; give your function exactly those parameters."
+    text = str(error).split("\n\n", 1)[0]          # torch's dispatcher errors go on with pages of backends
+    if len(text) > 300 and ". " in text:
+        text = text.split(". ", 1)[0] + ". (...)"
+    return (f"{fn_name} raised {type(error).__name__}{case}: {text}{_learner_line(error)}"
+            + (f"\nHint: {tip}" if tip else ""))
 
 
 def _passed(fn_name: str, n_cases: int) -> None:

@@ -173,3 +173,72 @@ def test_cubic_checker():
     assert "straight line" in _failure(check_cubic_sparsity, lambda t, f, a, b: f * progress(t, a, b))
     unclamped = _failure(check_cubic_sparsity, lambda t, f, a, b: f * (1 - (1 - progress(t, a, b)) ** 3))
     assert "clamp progress to [0, 1]" in unclamped
+
+
+def test_a_not_implemented_error_from_torch_is_a_crash_not_an_unfinished_stub():
+    """Only a `raise` in the learner's own code means "not implemented yet"; torch's is a bug to fix."""
+    def sparse_kthvalue(weight, amount):
+        return weight.abs() > weight.abs().flatten().to_sparse().kthvalue(1).values    # no sparse kthvalue
+
+    message = _failure(check_magnitude_mask, sparse_kthvalue)
+    assert message.startswith("magnitude_mask raised NotImplementedError for weight")
+    assert "Could not run 'aten::kthvalue" in message and "comes from torch" in message
+    assert "not implemented yet" not in message and len(message) < 700    # not torch's pages of backends
+
+    from lessons_lib.checks import check_slim_pair
+
+    class NoForward(torch.nn.Module):
+        pass
+
+    message = _failure(check_slim_pair, lambda layer, next_layer, keep: NoForward()(layer.weight))
+    assert 'missing the required "forward" function' in message and "not implemented yet" not in message
+
+
+def test_a_partly_done_exercise_scores_zero_and_says_which_case(capsys):
+    from lessons_lib.checks import NotDone, check_cubic_sparsity
+    from lessons_lib.schedules import cubic_sparsity
+
+    def before_end_only(step, final, start, end):
+        if step > end:
+            raise NotImplementedError("after the end")
+        return cubic_sparsity(step, final, start, end)
+
+    result = check_cubic_sparsity(before_end_only)
+    out = capsys.readouterr().out
+    assert isinstance(result, NotDone) and repr(result) == "0"
+    assert ("cubic_sparsity is not implemented yet: it raised NotImplementedError('after the end') for "
+            "cubic_sparsity(step=15, final=0.9, start=0, end=10).") in out
+
+    def helper():                               # a stub in the learner's own helper is theirs too
+        raise NotImplementedError
+    assert isinstance(check_count_zeros(lambda t: helper()), NotDone)
+
+
+def test_checker_arguments(capsys):
+    from lessons_lib.checks import NotDone
+
+    check_count_zeros(count_zeros=lambda t: int((t == 0).sum()))          # by keyword, as documented
+    assert "✓ count_zeros passes" in capsys.readouterr().out
+    with pytest.raises(TypeError, match="check_count_zeros"):
+        check_count_zeros()
+    assert "expected your function count_zeros, got NotDone 0" in _failure(check_count_zeros, NotDone("x"))
+    assert "count_zeros raised ExerciseFailure" in _failure(check_count_zeros, check_count_zeros)
+
+
+def test_nbgrader_reads_zero_for_a_stub_and_full_points_only_for_a_pass():
+    """nbgrader's own grading of a check cell's outputs: no output, a number, or an error."""
+    nbformat = pytest.importorskip("nbformat")
+    utils = pytest.importorskip("nbgrader.utils")
+
+    def points(outputs):
+        cell = nbformat.v4.new_code_cell("check(fn)", outputs=outputs)
+        cell.metadata["nbgrader"] = {"grade": True, "solution": False, "points": 2, "grade_id": "c", "locked": True}
+        return utils.determine_grade(cell)[0]
+
+    stub = check_count_zeros(_not_implemented)
+    data = {"text/plain": repr(stub), "text/html": stub._repr_html_()}
+    assert points([nbformat.v4.new_output("stream", name="stdout", text="✗ ..."),
+                   nbformat.v4.new_output("execute_result", data=data, execution_count=1)]) == 0
+    assert check_count_zeros(lambda t: int((t == 0).sum())) is None                    # no value shown
+    assert points([nbformat.v4.new_output("stream", name="stdout", text="✓ ...")]) == 2
+    assert points([nbformat.v4.new_output("error", ename="ExerciseFailure", evalue="", traceback=[])]) == 0
