@@ -53,11 +53,14 @@ $(DEV_STAMP): pyproject.toml
 
 lab: $(STAMP)
 	@mkdir -p $(WORKSPACE)
+	@# copy each lesson not there yet, and trust the copy: its saved outputs were made by this
+	@# project, and JupyterLab draws saved widgets only in a trusted notebook (your own edits are
+	@# signed as you save; a notebook you bring from elsewhere is left untrusted)
 	@for f in exercises/*.ipynb; do \
-	    test -e "$(WORKSPACE)/$${f##*/}" || { cp "$$f" "$(WORKSPACE)/" && echo "new in $(WORKSPACE)/: $${f##*/}"; }; \
+	    copy="$(WORKSPACE)/$${f##*/}"; \
+	    test -e "$$copy" || { cp "$$f" "$$copy" && $(BIN)/jupyter trust "$$copy" > /dev/null \
+	                          && echo "new in $(WORKSPACE)/: $${f##*/}"; }; \
 	done
-	@# the saved outputs were made by this project: trust them, so JupyterLab draws their widgets
-	@$(BIN)/jupyter trust $(WORKSPACE)/*.ipynb > /dev/null
 	$(BIN)/jupyter lab $(LAB_ARGS) $(WORKSPACE)/
 
 lab-solutions: $(STAMP)
