@@ -25,18 +25,43 @@ def _in_notebook() -> bool:
     return shell is not None and "IPKernelApp" in shell.config
 
 
+def _have_widgets() -> bool:
+    """tqdm's widget bar needs ipywidgets; without it a kernel gets the text bar."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+_PLURALS = {"batch": "batches", "pass": "passes"}          # the units a loop may count; else add "s"
+
+
+def _plural(unit: str, n: int) -> str:
+    """``unit`` counted ``n`` times: 1 step, 2 steps, 30 epochs, 3 batches."""
+    return unit if n == 1 else _PLURALS.get(unit, unit + "s")
+
+
 def progress_bar(total: int, desc: str | None, unit: str = "step", enabled: bool = True) -> Iterable[int]:
-    """``range(total)``, with a progress bar labelled ``desc`` counting ``unit``s when ``enabled``."""
-    require_int(total, "total", 0)
+    """``range(total)``, with a progress bar labelled ``desc`` counting ``unit``s when ``enabled``.
+
+    In a kernel without ipywidgets (tqdm's widget bar needs it) the bar is tqdm's text bar."""
+    total = require_int(total, "total", 0)
+    if desc is not None and not isinstance(desc, str):
+        raise TypeError(f"desc must be a str or None, got {type(desc).__name__} {desc!r}")
+    if not isinstance(unit, str) or not unit.strip():
+        raise ValueError(f"unit must be a non-empty str such as 'step' or 'epoch', got {unit!r}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
     if not enabled:
         return range(total)
-    if not _in_notebook():
+    if not (_in_notebook() and _have_widgets()):
         return tqdm(range(total), desc=desc, unit=unit, leave=False)
     from IPython.display import display
     from tqdm.notebook import tqdm as notebook_tqdm
 
     bar = notebook_tqdm(range(total), desc=desc, unit=unit, display=False)   # leave=True: it stays
     bundle = bar.container._repr_mimebundle_()
-    bundle["text/plain"] = f"{desc or 'progress'}: {total} {unit}{'' if total == 1 else 's'}"
+    bundle["text/plain"] = f"{desc or 'progress'}: {total} {_plural(unit, total)}"
     display(bundle, raw=True)
     return bar
