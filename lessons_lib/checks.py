@@ -853,12 +853,22 @@ def check_assignment(prune_to_budget_fn: Callable) -> Score:
     that changed the grader or the library while it ran, raises :class:`ExerciseFailure` saying
     why (0 points).
 
+    A ``prune_to_budget`` that still raises ``NotImplementedError`` (the untouched stub) is not an
+    error: the checker says so and returns a 0-point Score (``Score.not_run``) whose ``points``,
+    ``table()`` and ``summary()`` work, so the cells after the grade cell still run.
+
     While it runs, anything written to stderr (a progress bar printed as text) goes to stdout, and
     warnings are printed to stdout after it: nbgrader gives 0 points to a grade cell that writes
     to stderr."""
+    caught = []
     try:
         with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings(record=True) as caught:
             score = grade(lambda dense, task: _call(prune_to_budget_fn, "prune_to_budget", dense, task))
+    except _NotImplementedYet:
+        print("✗ prune_to_budget is not implemented yet: replace `raise NotImplementedError()` with your "
+              "code, run that cell, then run this check again. It scores 0 points until then; the cells "
+              "below still run.")
+        return Score.not_run("prune_to_budget is not implemented yet: nothing was graded")
     except SubmissionRefused as refused:
         raise ExerciseFailure(str(refused)) from None
     finally:

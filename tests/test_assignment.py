@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -15,6 +16,8 @@ import timeit
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 from torch.overrides import TorchFunctionMode
@@ -22,12 +25,16 @@ from torch.overrides import TorchFunctionMode
 import lessons_lib.assignment as assignment
 import lessons_lib.tasks as tasks
 from lessons_lib.assignment import (
+    BONUS,
     BUDGET,
+    CRITERIA,
+    EXCELLENT,
     POINTS,
     Criterion,
-    Rules,
     Score,
     allowed_parameters,
+    bonus_points,
+    curve,
     exam_rules,
     grading_seed,
     held_out_problems,
@@ -42,6 +49,8 @@ from lessons_lib.checks import ExerciseFailure, check_assignment
 from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint, prunable_layers
 from lessons_lib.gpt_structured import slim_gpt
 from lessons_lib.tasks import addition_task
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +81,10 @@ def test_rules_are_built_from_literals_frozen_and_checked(monkeypatch):
     rules = exam_rules()
     assert (rules.budget, rules.accuracy_floor, rules.min_speedup, rules.points, rules.held_out) == (
         0.40, 0.90, 1.25, (4, 4, 2), 2_000)
+    assert (rules.bonus, rules.excellent_budget, rules.excellent_accuracy, rules.excellent_speedup) == (
+        (3, 5, 2), 0.20, 0.995, 3.0)
     assert (rules.budget, {"parameter budget": 4, "accuracy floor": 4, "speed-up": 2}) == (BUDGET, POINTS)
+    assert [BONUS[name] for name in CRITERIA] == [3, 5, 2] and list(EXCELLENT.values()) == [0.20, 0.995, 3.0]
     with pytest.raises(dataclasses.FrozenInstanceError):
         rules.budget = 1.0
     monkeypatch.setattr(assignment, "BUDGET", 1.0)                    # the display constant is not read
@@ -82,6 +94,15 @@ def test_rules_are_built_from_literals_frozen_and_checked(monkeypatch):
                          ({"accuracy_floor": 0}, "accuracy_floor must be .*got 0"),
                          ({"points": (4, -4, 2)}, r"points must be a tuple of 3 ints >= 0, got \(4, -4, 2\)"),
                          ({"points": [4, 4, 2]}, "points must be a tuple"),
+                         ({"bonus": (3, 5)}, r"bonus must be a tuple of 3 ints >= 0, got \(3, 5\)"),
+                         ({"bonus": (3, 5.0, 2)}, "bonus must be a tuple of 3 ints"),
+                         ({"excellent_budget": 0.4}, r"excellent_budget must be a number in \(0.0, 0.4\), got 0.4"),
+                         ({"budget": 0.2}, r"excellent_budget must be a number in \(0.0, 0.2\), got 0.2"),
+                         ({"excellent_accuracy": 1.0}, r"excellent_accuracy must be .* \(0.9, 1.0\), got 1.0"),
+                         ({"excellent_accuracy": 0.85}, "excellent_accuracy must be .*got 0.85"),
+                         ({"excellent_speedup": 1.25}, r"excellent_speedup must be .* \(1.25, inf\), got 1.25"),
+                         ({"excellent_speedup": math.inf}, "excellent_speedup must be .*got inf"),
+                         ({"excellent_speedup": True}, "excellent_speedup must be .*got True"),
                          ({"held_out": 0}, r"held_out must be an int in \[1, 100000\], got 0")):
         with pytest.raises(ValueError, match=message):
             dataclasses.replace(rules, **bad)
@@ -90,8 +111,14 @@ def test_rules_are_built_from_literals_frozen_and_checked(monkeypatch):
 def test_points_are_never_negative_nor_above_the_maximum():
     with pytest.raises(ValueError, match="max_points must be an int >= 0, got -4"):
         Criterion("speed-up", "2x", ">= 1.25x", True, -4)
-    score = Score((Criterion("a", "", "", True, 4), Criterion("b", "", "", "yes", 4)))   # only True passes
-    assert (score.points, score.max_points) == (4, 8)
+    for bad in (-0.1, 2.5, math.nan, math.inf, True, "1"):
+        with pytest.raises(ValueError, match=rf"bonus must be a number in \[0, max_bonus=2\], got {bad!r}"):
+            Criterion("speed-up", "2x", ">= 1.25x", True, 2, max_bonus=2, bonus=bad)
+    with pytest.raises(ValueError, match="max_bonus must be an int >= 0, got -1"):
+        Criterion("speed-up", "2x", ">= 1.25x", True, 2, max_bonus=-1)
+    score = Score((Criterion("a", "", "", True, 4, max_bonus=3, bonus=1.5),
+                   Criterion("b", "", "", "yes", 4, max_bonus=5, bonus=5)))          # only True passes, bonus too
+    assert (score.points, score.max_points) == (5.5, 16)
 
 
 # --- counting what a model stores ----------------------------------------------------------------
@@ -168,18 +195,28 @@ def test_the_grading_seed_is_secret_unless_the_teacher_sets_one():
 # --- scoring --------------------------------------------------------------------------------------
 
 def test_score_table_and_points():
-    score = Score((Criterion("parameter budget", "1", "<= 2", True, 4),
-                   Criterion("accuracy floor", "50.0%", ">= 90%", False, 4, "fine-tune longer"),
-                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2, timed=True)), note="drawn with seed 3")
-    assert (score.points, score.max_points) == (6, 10)
-    table = score.table()
-    assert "0 / 4" in table and "6 / 10" in table and "✗ accuracy floor: fine-tune longer" in table
-    assert table.endswith("drawn with seed 3")
-    assert score.summary().splitlines()[1].startswith("✗ accuracy floor")
-    assert score.summary().splitlines()[-1].split() == ["total", "6", "/", "10"]
+    score = Score((Criterion("parameter budget", "1", "<= 2", True, 4, max_bonus=3, excellent="<= 1"),
+                   Criterion("accuracy floor", "50.0%", ">= 90%", False, 4, "fine-tune longer", max_bonus=5),
+                   Criterion("speed-up", "2.00x", ">= 1.25x", True, 2, timed=True, max_bonus=2)),
+                  note="drawn with seed 3")
+    assert (score.points, score.max_points) == (6, 20)
+    table = score.table().splitlines()
+    assert table[0].split() == ["criterion", "measured", "floor", "pass", "excellent", "beyond"]
+    assert table[2].split() == ["parameter", "budget", "1", "<=", "2", "4", "/", "4", "<=", "1", "0.0", "/", "3"]
+    assert table[3].split()[-6:] == ["0", "/", "4", "0.0", "/", "5"]
+    assert "total: 6.0 / 20 points (6 / 10 for the floors, 0.0 / 10 beyond them)" in table
+    assert "points beyond the floors count only for a model within the budget that meets the accuracy floor" in table
+    assert "✗ accuracy floor: fine-tune longer" in table and table[-1] == "drawn with seed 3"
+    assert score.summary().splitlines()[1].startswith("✗ accuracy floor   0 / 4  + 0.0 / 5 beyond")
+    assert score.summary().splitlines()[-1].split() == ["total", "6.0", "/", "20"]
     untimed = score.summary(timed=False).splitlines()
     assert [line.split()[1] for line in untimed[:-1]] == ["parameter", "accuracy"]      # speed-up left out
     assert untimed[-1].split() == ["without", "timing", "4", "/", "8"]
+    assert "beyond" not in "".join(untimed)              # it moves with the draw and, via the floors, the timing
+    passed = Score(tuple(dataclasses.replace(c, passed=True, bonus=c.max_bonus / 2) for c in score.criteria))
+    assert passed.points == 15.0 and "total: 15.0 / 20 points (10 / 10 for the floors, 5.0 / 10" in passed.table()
+    assert "count only once" not in passed.table()
+    assert passed.summary().splitlines()[0] == "✓ parameter budget 4 / 4  + 1.5 / 3 beyond"
 
 
 def test_the_dense_model_earns_nothing(dense):
@@ -197,10 +234,77 @@ def test_a_slim_model_within_budget_scores_per_criterion(dense):
     score = score_submission(slim, dense, *problems, speedup_fn=fixed(1.9))   # not fine-tuned: below the floor
     assert [c.passed for c in score.criteria] == [True, False, True]
     assert [c.timed for c in score.criteria] == [False, False, True]             # only the speed-up
-    assert score.points == POINTS["parameter budget"] + POINTS["speed-up"]
+    assert score.points == POINTS["parameter budget"] + POINTS["speed-up"]        # nothing beyond: a floor missed
+    assert [c.bonus for c in score.criteria] == [0, 0, 0] and score.max_points == 20
     assert score_submission(slim, dense, *problems, speedup_fn=fixed(1.1)).points == POINTS["parameter budget"]
-    strict = dataclasses.replace(exam_rules(), budget=0.2, points=(1, 1, 1))
+    strict = dataclasses.replace(exam_rules(), budget=0.2, excellent_budget=0.1, points=(1, 1, 1))
     assert score_submission(slim, dense, *problems, strict, fixed(1.9)).points == 0
+
+
+def test_points_beyond_the_floors_only_for_a_model_within_budget_and_accuracy_floor(dense):
+    everything = dataclasses.replace(exam_rules(), budget=1.0)      # the dense model fits: 100% exact match
+    problems = held_out_problems(200, seed=0)
+    score = score_submission(load_checkpoint(), dense, *problems, everything, fixed(1.9))
+    assert [c.bonus for c in score.criteria] == [0.0, 5.0, 0.7]        # 100% of dense, 100% exact, 1.9x
+    assert score.points == 4 + 4 + 2 + 5.0 + 0.7 and "5.0 / 5" in score.table()
+    assert "count only for" not in score.table()
+    slow = score_submission(load_checkpoint(), dense, *problems, everything, fixed(1.2))   # a timing missed
+    assert [c.bonus for c in slow.criteria] == [0, 5.0, 0] and slow.points == 4 + 4 + 5.0
+    assert "count only for" not in slow.table() and "✗ speed-up" in slow.table()
+    inaccurate = dataclasses.replace(everything, accuracy_floor=0.99, excellent_accuracy=0.999)
+    small_and_fast = score_submission(small(dense), dense, *problems, inaccurate, fixed(9.0))  # not fine-tuned
+    assert [c.passed for c in small_and_fast.criteria] == [True, False, True]
+    assert small_and_fast.points == 4 + 2 and "count only for a model" in small_and_fast.table()
+
+
+# --- the curve beyond the floors -------------------------------------------------------------------
+
+def test_the_curve_at_its_marks():
+    rules = exam_rules()
+    assert bonus_points(0.40, 0.90, 1.25) == (0.0, 0.0, 0.0)                     # at the floors
+    assert bonus_points(0.20, 0.995, 3.0) == (3.0, 5.0, 2.0)                     # at the excellent marks
+    assert bonus_points(0.01, 1.0, 50.0) == (3.0, 5.0, 2.0)                      # beyond them: capped
+    assert bonus_points(0.9, 0.2, 0.5) == (0.0, 0.0, 0.0)                        # below the floors: 0, not less
+    assert bonus_points(0.30, 0.95, 2.125) == (1.5, 1.2, 1.0)                    # halfway; one halving of errors
+    halvings = [bonus_points(0.4, 1 - 0.1 / 2**k, 1.25)[1] for k in range(5)]   # 90%, 95%, 97.5% ...
+    steps = [b - a for a, b in zip(halvings, halvings[1:], strict=False)]
+    assert max(steps) - min(steps) <= 0.1 + 1e-9                                # the same per halving (rounded)
+    assert bonus_points(0.3986, 0.984, 1.67) == (0.0, 3.1, 0.5)                  # the reference, about
+    assert bonus_points(0.3983, 0.923, 2.2) == (0.0, 0.4, 1.1)                   # 300 steps of lesson 07's recipe
+    other = dataclasses.replace(rules, bonus=(1, 2, 0), excellent_accuracy=0.95)
+    assert bonus_points(0.30, 0.95, 9.0, other) == (0.5, 2.0, 0.0)
+
+
+def test_bonus_points_refuses_bad_input():
+    for name, args in (("share", (math.nan, 0.9, 1.3)), ("accuracy", (0.3, -0.1, 1.3)),
+                       ("faster", (0.3, 0.9, True)), ("faster", (0.3, 0.9, "2x"))):
+        with pytest.raises(ValueError, match=f"{name} must be a number >= 0, got"):
+            bonus_points(*args)
+    with pytest.raises(TypeError, match="rules must be a Rules, got dict"):
+        bonus_points(0.3, 0.9, 1.3, {"budget": 0.4})
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1), st.floats(0, 10), st.floats(0, 1), st.floats(0, 1), st.floats(0, 10))
+def test_bonus_points_stay_in_range_and_never_fall_when_a_measure_improves(share, accuracy, faster, s2, a2, f2):
+    points = bonus_points(share, accuracy, faster)
+    assert all(0 <= p <= most and round(p, 1) == p for p, most in zip(points, exam_rules().bonus, strict=True))
+    better = bonus_points(min(share, s2), max(accuracy, a2), max(faster, f2))
+    assert all(b >= p for b, p in zip(better, points, strict=True))
+
+
+def test_the_published_curve_is_printed_from_the_rules_and_in_the_teachers_guide():
+    text = curve()
+    assert "up to 10 more points, paid only to a model within the budget that meets the accuracy floor" in text
+    lines = text.splitlines()
+    accuracy = lines.index("accuracy floor, up to 5 more: the same for every halving of the errors, from 90% up "
+                           "to 99.5% exact match")
+    assert lines[accuracy + 2].split() == ["points", "0.0", "1.2", "2.3", "3.5", "4.6", "5.0"]
+    stricter = curve(dataclasses.replace(exam_rules(), bonus=(6, 5, 2)))
+    assert "parameter budget, up to 6 more" in stricter and "up to 13 more points" in stricter
+    guide = (ROOT / "docs" / "teachers.md").read_text()
+    missing = [line for line in text.splitlines() if line.strip() not in guide]
+    assert not missing, f"docs/teachers.md does not publish these lines of curve(): {missing}"
 
 
 def test_speedup_is_a_ratio_of_times(dense):
@@ -402,7 +506,12 @@ def _cheats(monkeypatch, cleanup):
         "lessons_lib.assignment.speedup": lambda: monkeypatch.setattr(assignment, "speedup", lambda *a: 9.0),
         "lessons_lib.assignment.speedup ": code,
         "lessons_lib.assignment.exam_rules": lambda: monkeypatch.setattr(
-            assignment, "exam_rules", lambda: Rules(1.0, 1e-9, 1e-9, (4, 4, 2))),
+            assignment, "exam_rules", lambda: dataclasses.replace(exam_rules(), budget=1.0, accuracy_floor=1e-9)),
+        "lessons_lib.assignment.BONUS": lambda: monkeypatch.setitem(assignment.BONUS, "speed-up", 100),
+        "lessons_lib.assignment.bonus_points": lambda: monkeypatch.setattr(
+            assignment, "bonus_points", lambda *a, **k: tuple(map(float, exam_rules().bonus))),
+        "math.log": lambda: monkeypatch.setattr(math, "log", lambda x: 1.0),     # the accuracy curve's
+        "Score.points": lambda: monkeypatch.setattr(Score, "points", property(lambda self: self.max_points)),
         "Criterion.points": lambda: monkeypatch.setattr(Criterion, "points", property(lambda self: self.max_points)),
         "GPT.forward": lambda: monkeypatch.setattr(GPT, "forward", AddsInPython.forward),
         "Module.__call__": lambda: monkeypatch.setattr(nn.Module, "__call__", lambda *a, **k: call(*a, **k)),
@@ -451,12 +560,24 @@ def test_a_changed_checkpoint_is_refused(monkeypatch):
 
 # --- check_assignment end to end ------------------------------------------------------------------
 
-def test_check_assignment_messages():
+def test_an_untouched_stub_scores_0_and_the_cells_after_it_run(capsys):
     def not_done(dense, task):
         raise NotImplementedError()
 
-    with pytest.raises(ExerciseFailure, match="prune_to_budget is not implemented yet"):
-        check_assignment(not_done)
+    score = check_assignment(not_done)                  # no exception: Run All goes on past the grade cell
+    out = capsys.readouterr().out
+    assert out.startswith("✗ prune_to_budget is not implemented yet: replace `raise NotImplementedError()`")
+    assert "0 points" in out and "the cells below still run" in out
+    assert type(score) is Score and score.points == 0 and score.max_points == 20
+    assert repr(score.points) == "0.0"                  # the grade cell's last line: nbgrader records 0
+    assert "total: 0.0 / 20 points" in score.table() and "not implemented yet" in score.table()
+    assert score.summary(timed=False).splitlines()[-1].split() == ["without", "timing", "0", "/", "8"]
+    assert score.summary().splitlines()[-1].split() == ["total", "0.0", "/", "20"]
+    with pytest.raises(TypeError, match="reason must be a str, got int"):
+        Score.not_run(3)
+
+
+def test_check_assignment_messages():
     with pytest.raises(ExerciseFailure, match="must return a GPT .*got OrderedDict"):
         check_assignment(lambda dense, task: dense.state_dict())
     with pytest.raises(ExerciseFailure, match=r"logits of shape \(2, 11, 20\); expected \(2, 11, 12\)"):
