@@ -53,6 +53,9 @@ class Explorer(widgets.VBox):
     """
 
     def __init__(self, children: list[widgets.Widget], name: str) -> None:
+        if not isinstance(name, str) or not name.strip() or len(name) > 60:
+            raise ValueError(f"name must be a short str (1 to 60 characters: ipywidgets cuts a widget's plain "
+                             f"text at 110), got {name!r}")
         super().__init__(children)
         self.name = name
 

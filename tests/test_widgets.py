@@ -304,3 +304,45 @@ def test_every_explorer_says_what_it_is_where_widgets_are_not_drawn(layer):
     assert "VBox(" not in bundle["text/plain"]
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == explorer.model_id
     assert explorer._view_name == "VBoxView"                     # front ends draw it as any VBox
+
+
+def test_every_explorer_is_an_explorer_whose_plain_text_is_whole(layer):
+    """Built for real (not only annotated): an Explorer, its children as given, plain text under ipywidgets' cut."""
+    from lessons_lib import widgets as lw
+    from lessons_lib.gpt import GPT, GPTConfig, prunable_layers
+    from lessons_lib.models import MLP
+    from lessons_lib.pruning import input_norms
+    from lessons_lib.tasks import addition_task
+
+    torch.manual_seed(0)
+    mlp, x, y = MLP((8, 16, 4)), torch.randn(20, 8), torch.randint(0, 4, (20,))
+    gpt = GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6], block_size=11)).eval()
+    task, layers = addition_task(3, n_train=20, n_val=10, n_test=12), prunable_layers(gpt)
+    built = {
+        "sparsity_explorer": lw.sparsity_explorer(layer, torch.randn(8, layer.in_features)),
+        "layer_sparsity_explorer": lw.layer_sparsity_explorer(mlp, x, y),
+        "schedule_explorer": lw.schedule_explorer(),
+        "neuron_explorer": lw.neuron_explorer(mlp, x, y, batch=8),
+        "latency_explorer": lw.latency_explorer([0.5, 0.9], {"CSR": [2.0, 1.0]}, 1.5),
+        "transformer_sparsity_explorer": lw.transformer_sparsity_explorer(
+            gpt, layers, task.x_test, task.y_test, input_norms(gpt, task.x_train, layers)),
+        "head_explorer": lw.head_explorer(gpt, task.x_test, task.y_test, [torch.rand(8), torch.rand(6)], batch=8),
+    }
+    assert sorted(built) == sorted(name for name in dir(lw) if name.endswith("_explorer"))
+    for name, explorer in built.items():
+        text = explorer._repr_mimebundle_()["text/plain"]
+        assert type(explorer) is lw.Explorer and text == repr(explorer), name
+        assert len(text) <= 110 and "…" not in text and explorer.name in text, name
+        assert explorer.name.replace(" ", "_") == name                   # says which explorer it is
+        assert all(isinstance(child, lw.widgets.Widget) for child in explorer.children)
+
+
+def test_explorer_name_is_checked_and_children_kept():
+    from lessons_lib.widgets import Explorer, widgets
+
+    slider, label = widgets.IntSlider(), widgets.HTML()
+    box = Explorer([slider, label], "x" * 60)
+    assert box.children == (slider, label) and len(box._repr_mimebundle_()["text/plain"]) <= 110
+    for bad in ["x" * 61, "", "  ", None, 3]:
+        with pytest.raises(ValueError, match="name must be a short str"):
+            Explorer([slider], bad)
