@@ -1,11 +1,13 @@
 """The lessons dropped unchanged into an nbgrader course: release, submit, autograde, export.
 
 Runs nbgrader's own command line on a throwaway course with lessons 00 and 08 (about 40 s):
-an untouched release scores nothing, a submission that solves lesson 00 and hands in an
-un-fine-tuned slim model for lesson 08 gets lesson 00's point plus lesson 08's partial credit
-(parameter budget and speed-up, no accuracy), and the same model handed in by a function that
-also turns the grader's points negative (which nbgrader would read as full credit) gets 0 for
-lesson 08.
+an untouched release scores nothing (lesson 08's grade cell reads 0 for the stub, without an
+error), a submission that solves lesson 00 and hands in an un-fine-tuned slim model for lesson
+08 gets lesson 00's point plus lesson 08's partial credit (the parameter budget and speed-up
+floors; no accuracy, so nothing beyond the floors), and the same model handed in by a function
+that also turns the grader's points negative (which nbgrader would read as full credit) gets 0
+for lesson 08. Lesson 08 is worth 20 points (10 for the floors, up to 10 beyond), so the course
+is worth 21.
 """
 
 from __future__ import annotations
@@ -76,6 +78,11 @@ def test_release_autograde_and_partial_credit(tmp_path):
     _nbgrader(course, "export", "--to", str(tmp_path / "grades.csv"))
     with (tmp_path / "grades.csv").open() as f:
         grades = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
-    assert grades["untouched"] == (0.0, 11.0)
-    assert grades["partial"] == (1.0 + 4.0 + 2.0, 11.0)       # count_zeros + budget + speed-up
-    assert grades["cheater"] == (1.0, 11.0)                    # the grader refused lesson 08's model
+    assert grades["untouched"] == (0.0, 21.0)
+    assert grades["partial"] == (1.0 + 4.0 + 2.0, 21.0)       # count_zeros + budget + speed-up, nothing beyond
+    assert grades["cheater"] == (1.0, 21.0)                    # the grader refused lesson 08's model
+    untouched = nbformat.read(course / "autograded" / "untouched" / "lesson" / LESSONS[1], as_version=4)
+    errors = [c.get("id") for c in untouched.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, f"lesson 08's untouched stub stopped Run All at cells {errors}"
+    grade = next(c for c in untouched.cells if c.metadata.get("nbgrader", {}).get("grade"))
+    assert [o["data"]["text/plain"] for o in grade.outputs if o["output_type"] == "execute_result"] == ["0.0"]
