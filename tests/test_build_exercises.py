@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -200,3 +202,68 @@ def test_a_solution_region_outside_a_marked_cell_is_still_an_exercise():
                                        URL + "/blob/main/notebooks/a.ipynb")
     assert "BEGIN SOLUTION" not in nb.cells[2].source and not nb.cells[2].outputs
     assert nb.cells[3].id == "cell-1-solution" and not nb.cells[4].outputs
+
+
+# --- make lab: the learner's copies ------------------------------------------------------------------
+
+def _fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A folder with the Makefile, pyproject.toml, two exercise versions and a learner venv whose
+    set-up is done (its stamp newer than pyproject.toml) and whose ``jupyter`` only logs its arguments."""
+    shutil.copy(ROOT / "Makefile", tmp_path)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "exercises").mkdir()
+    for name in ("00_start_here.ipynb", "01_magnitude_masks.ipynb"):
+        (tmp_path / "exercises" / name).write_text(f'{{"lesson": "{name}"}}')
+    jupyter = tmp_path / "venv" / "bin" / "jupyter"
+    jupyter.parent.mkdir(parents=True)
+    log = tmp_path / "jupyter.log"
+    jupyter.write_text(f'#!/bin/sh\necho "$@" >> "{log}"\n')
+    jupyter.chmod(0o755)
+    (tmp_path / "venv" / ".installed").touch()
+    stamp_time = (tmp_path / "pyproject.toml").stat().st_mtime + 10
+    os.utime(tmp_path / "venv" / ".installed", (stamp_time, stamp_time))
+    return tmp_path, log
+
+
+def _make(folder: Path, *args: str) -> subprocess.CompletedProcess:
+    """``make ARGS lab`` in ``folder`` with the fake venv, as a top-level make (also under make test)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(["make", "--no-print-directory", *args, "lab", "VENV=venv", "WORKSPACE=ws"], cwd=folder,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def _make_lab(folder: Path) -> str:
+    done = _make(folder, "-s")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_copies_each_lesson_once_and_never_overwrites(tmp_path):
+    folder, log = _fake_checkout(tmp_path)
+    out = _make_lab(folder)
+    assert out.splitlines() == ["new in ws/: 00_start_here.ipynb", "new in ws/: 01_magnitude_masks.ipynb"]
+    assert log.read_text().splitlines() == ["trust ws/00_start_here.ipynb", "trust ws/01_magnitude_masks.ipynb",
+                                            "lab ws/"]
+    ws = folder / "ws"
+    (ws / "00_start_here.ipynb").write_text("my work")
+    (ws / "mine.ipynb").write_text("my own notebook")
+    (ws / "01_magnitude_masks.ipynb").unlink()
+    log.unlink()
+    out = _make_lab(folder)
+    assert out.splitlines() == ["new in ws/: 01_magnitude_masks.ipynb"]            # only the missing one
+    assert (ws / "00_start_here.ipynb").read_text() == "my work"
+    assert (ws / "mine.ipynb").read_text() == "my own notebook"
+    assert log.read_text().splitlines() == ["trust ws/01_magnitude_masks.ipynb", "lab ws/"]   # not mine
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+def test_make_lab_sets_up_the_learner_environment_without_teacher_tools(tmp_path):
+    folder, _ = _fake_checkout(tmp_path)
+    (folder / "venv" / ".installed").unlink()                 # set-up not done yet: make -n shows it
+    done = _make(folder, "-n")
+    installs = [line for line in done.stdout.splitlines() if "pip install" in line]
+    assert done.returncode == 0 and len(installs) == 2, done.stdout + done.stderr
+    assert installs[1].endswith('-e ".[lab]"')
+    assert not any(word in line for line in installs for word in ("test", "teach", "nbgrader"))
+    assert "venv-dev" not in done.stdout and ".venv-dev" not in done.stdout
