@@ -122,6 +122,9 @@ def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
     ``where`` names the case (shapes, amount, keep ...); ``hint(error)`` may return advice for
     the exception that a usual mistake causes (or None).
     """
+    if isinstance(fn, NotDone):
+        raise ExerciseFailure(f"expected your function {fn_name}, got what a check returned (NotDone): was "
+                              f"{fn_name} = check_...({fn_name}) run? Run the cell that defines {fn_name} again.")
     if not callable(fn):
         raise ExerciseFailure(f"expected your function {fn_name}, got {type(fn).__name__} {fn!r}")
     try:
@@ -189,6 +192,8 @@ def _got(value: object) -> str:
     """What came back, in words: its kind and value (or a hint when it is None)."""
     if value is None:
         return "None (is a `return` missing?)"
+    if isinstance(value, NotDone):
+        return "NotDone, what a check returns for an exercise not done yet (not the number 0)"
     if not isinstance(value, torch.Tensor | np.ndarray | np.generic) and type(value).__module__ != "builtins":
         return _shown(value)                                    # e.g. Linear(in_features=2, ...)
     return f"{_kind(value)} {_shown(value)}"

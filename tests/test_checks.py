@@ -221,7 +221,10 @@ def test_checker_arguments(capsys):
     assert "✓ count_zeros passes" in capsys.readouterr().out
     with pytest.raises(TypeError, match="check_count_zeros"):
         check_count_zeros()
-    assert "expected your function count_zeros, got NotDone 0" in _failure(check_count_zeros, NotDone("x"))
+    assert "got what a check returned (NotDone): was count_zeros = check_...(count_zeros) run?" in \
+        _failure(check_count_zeros, NotDone("count_zeros"))
+    assert "got NotDone, what a check returns for an exercise not done yet (not the number 0)" in \
+        _failure(check_count_zeros, lambda t: NotDone("count_zeros"))
     assert "count_zeros raised ExerciseFailure" in _failure(check_count_zeros, check_count_zeros)
 
 
