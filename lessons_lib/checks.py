@@ -136,7 +136,7 @@ def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
         not_yet = _NotImplementedYet(
             f"{fn_name} is not implemented yet: it raised {raised}" + (f" for {where}" if where else "")
             + ". Replace `raise NotImplementedError()` with your code, run that cell, then run this check again.\n"
-            "The lesson goes on without it: the cells below use the library's own version."
+            "The lesson goes on without it: where a later cell needs this function, it uses the library's own."
         )
         not_yet.fn_name = fn_name
         raise not_yet from None

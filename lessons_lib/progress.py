@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 from tqdm import tqdm
 
-from .validate import require_int
+from .validate import require_bool, require_int
 
 
 def _in_notebook() -> bool:
@@ -51,8 +51,7 @@ def progress_bar(total: int, desc: str | None, unit: str = "step", enabled: bool
         raise TypeError(f"desc must be a str or None, got {type(desc).__name__} {desc!r}")
     if not isinstance(unit, str) or not unit.strip():
         raise ValueError(f"unit must be a non-empty str such as 'step' or 'epoch', got {unit!r}")
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be True or False, got {type(enabled).__name__} {enabled!r}")
+    require_bool(enabled, "enabled")
     if not enabled:
         return range(total)
     if not (_in_notebook() and _have_widgets()):

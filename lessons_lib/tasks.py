@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .progress import progress_bar
-from .validate import require_int, require_lr, require_module, require_number, require_positive_int
+from .validate import require_bool, require_int, require_lr, require_module, require_number, require_positive_int
 
 PLUS, EQUALS = 10, 11
 
@@ -184,6 +184,7 @@ def train_on_task(model: nn.Module, task: Addition, steps: int, lr: float = 3e-3
     if not isinstance(task, Addition):
         raise TypeError(f"task must be a tasks.Addition (from addition_task), got {type(task).__name__}")
     require_positive_int(steps, "steps")
+    require_bool(progress, "progress")
     require_positive_int(batch_size, "batch_size")
     require_lr(lr)
     require_number(weight_decay, "weight_decay", minimum=0)

@@ -17,7 +17,15 @@ from torch import nn
 from .data import Split
 from .models import MLP, linear_layers
 from .progress import progress_bar
-from .validate import is_sequence, require_callable, require_int, require_lr, require_module, require_positive_int
+from .validate import (
+    is_sequence,
+    require_bool,
+    require_callable,
+    require_int,
+    require_lr,
+    require_module,
+    require_positive_int,
+)
 
 
 def check_inputs(model: nn.Module | None, x: object, name: str = "x") -> torch.Tensor:
@@ -128,7 +136,7 @@ def train(
     Every argument is checked once, before the first step (``data`` against ``model``).
     """
     require_module(model, "model")
-    _check_loop(epochs, lr, batch_size, seed, on_epoch_start, desc)
+    _check_loop(epochs, lr, batch_size, seed, on_epoch_start, desc, progress)
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     check_split(data, model)
@@ -155,8 +163,9 @@ def train(
 
 
 def _check_loop(epochs: object, lr: object, batch_size: object, seed: object, on_epoch_start: object,
-                desc: object = "") -> None:
+                desc: object = "", progress: object = True) -> None:
     """The loop arguments :func:`train` and :func:`train_together` share."""
+    require_bool(progress, "progress")
     if desc is not None and not isinstance(desc, str):
         raise TypeError(f"desc must be a str (the progress bar's label) or None, got {type(desc).__name__} {desc!r}")
     require_positive_int(epochs, "epochs")
@@ -234,7 +243,7 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
         require_int(seed, f"seeds[{i}]", 0)
     if len({(p.dtype, p.device) for p in params}) != 1:
         raise ValueError("models must all have the same dtype and device")
-    _check_loop(epochs, lr, batch_size, 0, on_epoch_start, desc)
+    _check_loop(epochs, lr, batch_size, 0, on_epoch_start, desc, progress)
     check_split(data, models[0])
     weights, biases, masks = _stack(models)
     # Adam works element by element, so one Adam over the stacked tensors is R independent Adams.

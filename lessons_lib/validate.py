@@ -100,6 +100,13 @@ def require_parameter(module: object, name: str, arg: str = "name") -> torch.Ten
     return getattr(module, name)
 
 
+def require_bool(value: object, name: str) -> bool:
+    """Return ``value`` if it is True or False (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return value
+
+
 def require_int(value: object, name: str, minimum: int | None = None) -> int:
     """Return ``value`` as an int if it is one (not a bool), and ``>= minimum`` when given."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -96,3 +96,25 @@ def test_nested_bars_and_an_error_in_the_loop(monkeypatch):
         for i in bar:
             1 / (i - 2)
     assert bar.container.children[1].bar_style == "danger" and bar.n == 2     # shows where it stopped
+
+
+def test_the_training_loops_check_progress_before_they_start():
+    """progress="no" must be refused by name, before the model is touched."""
+    import torch
+
+    from lessons_lib.data import digits_split
+    from lessons_lib.gpt import GPT, GPTConfig
+    from lessons_lib.models import MLP
+    from lessons_lib.tasks import addition_task, train_on_task
+    from lessons_lib.training import train, train_together
+
+    mlp, data = MLP((64, 8, 10)), digits_split(seed=0)
+    gpt, task = GPT(GPTConfig()), addition_task(n_digits=3, seed=0)
+    for call, model in [(lambda: train(mlp, data, 1, progress="no"), mlp),
+                        (lambda: train_together([mlp], data, 1, [0], progress=1), mlp),
+                        (lambda: train_on_task(gpt.eval(), task, 1, progress=None), gpt)]:
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        with pytest.raises(TypeError, match="progress must be True or False"):
+            call()
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not gpt.training, "train_on_task switched the model to training mode before refusing"

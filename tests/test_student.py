@@ -143,7 +143,7 @@ def test_untouched_exercise_version_runs_to_the_end(path, exercise_dir):
         if after.metadata.get("nbgrader", {}).get("grade"):
             checks += 1
             text = "".join(out.text for out in after.outputs if out.output_type == "stream")
-            assert "is not implemented yet" in text and "the cells below use the library's own version" in text
+            assert "is not implemented yet" in text and ("the library's own" in text or "still run" in text)
             results = [out for out in after.outputs if out.output_type == "execute_result"]
             assert results and float(results[-1].data["text/plain"]) == 0.0       # nbgrader: 0 points
         elif before.outputs and "NBVAL_IGNORE_OUTPUT" not in before.source:
