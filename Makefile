@@ -6,6 +6,7 @@
 #   make test           ruff, the whole test suite (unit tests + nbval + the exercise versions +
 #                       a real browser), and nbval once more with ATEN_CPU_CAPABILITY=default
 #                       (other float kernels: the cheapest stand-in for another CPU)
+#   make test-fast      the unit tests only (-m "not slow", about 30 s): the edit loop
 #   make exercises      rebuild exercises/ from notebooks/ after editing a lesson
 #   make teach          JupyterLab on the solved lessons with nbgrader's tools
 #   make student        nbgrader student versions (outputs cleared) in build/student/
@@ -33,7 +34,7 @@ STAMP     := $(VENV)/.installed
 DEV_STAMP := $(DEV_VENV)/.installed
 CHECK_PYTHON := import sys; assert sys.version_info >= (3, 10), f"Python 3.10+ is needed, found {sys.version.split()[0]}; set PYTHON=python3.11 (or similar)"
 
-.PHONY: lab lab-solutions teach test lint exercises student benchmark clean test-torch test-load
+.PHONY: lab lab-solutions teach test test-fast lint exercises student benchmark clean test-torch test-load
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c '$(CHECK_PYTHON)'
@@ -78,6 +79,10 @@ lint: $(DEV_STAMP)
 test: lint $(STAMP)
 	LEARNER_JUPYTER=$(abspath $(BIN))/jupyter $(DEV)/python -m pytest
 	ATEN_CPU_CAPABILITY=default $(DEV)/python -m pytest notebooks
+
+# Leaves out what is marked slow (nbval, notebook runs, nbgrader, browser, checkpoint retraining).
+test-fast: $(DEV_STAMP)
+	$(DEV)/python -m pytest tests -m "not slow" -q
 
 exercises: $(DEV_STAMP)
 	$(DEV)/python scripts/build_exercises.py

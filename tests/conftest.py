@@ -25,3 +25,11 @@ def _close_figures():
 @pytest.fixture
 def layer() -> torch.nn.Linear:
     return torch.nn.Linear(100, 50)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """nbval's notebook cells are integration tests: mark them slow, like the browser test and the
+    builds that run notebooks, so that `make test-fast` (-m "not slow") leaves them out."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

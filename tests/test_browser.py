@@ -36,6 +36,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 TOKEN = "pruning-masterclass-test"
 IN_CI = os.environ.get("CI") == "true"
+pytestmark = pytest.mark.slow          # a JupyterLab server and a browser: make test, not make test-fast
 
 
 def _require_browser() -> None:

@@ -105,6 +105,7 @@ def test_committed_checkpoint_loads_after_hash_check(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_checkpoint_script_reproduces_the_committed_metrics(tmp_path):
     """Re-trains from scratch (about 1.5 minutes on one thread) and compares with the record."""
     import importlib.util

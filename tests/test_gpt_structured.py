@@ -418,3 +418,25 @@ def _fingerprint(model):
     modules = [(k, sorted(m._forward_pre_hooks), sorted(m._forward_hooks), m.training)
                for k, m in model.named_modules()]
     return tensors, modules
+
+
+def test_prune_to_drops_the_heads_and_neurons_that_do_nothing():
+    """Which heads and neurons prune_to keeps, checked against a model where the answer is known:
+    on the trained GPT, head 1 of layer 0 and FFN neurons 0-9 of layer 1 are silenced (their
+    output weights zeroed), so they are the ones to go; every other head raises the loss when removed."""
+    from lessons_lib.gpt import load_checkpoint
+    from lessons_lib.tasks import addition_task
+
+    dense, task = load_checkpoint(), addition_task(n_digits=3, seed=0)
+    E = dense.blocks[0].attn.head_dim
+    with torch.no_grad():
+        dense.blocks[0].attn.out.weight[:, E:2 * E] = 0              # head 1 of layer 0 writes nothing
+        dense.blocks[1].fc2.weight[:, :10] = 0                       # neurons 0-9 of layer 1 write nothing
+    x, y = task.x_val[:200], task.y_val[:200]
+    slim = prune_to(dense, [3, 4], [256, 246], x, y, task.x_train[:128])
+    kept_rows = torch.cat([torch.arange(h * E, (h + 1) * E) for h in (0, 2, 3)])
+    assert torch.equal(slim.blocks[0].attn.q.weight, dense.blocks[0].attn.q.weight[kept_rows])
+    assert torch.equal(slim.blocks[1].fc1.weight, dense.blocks[1].fc1.weight[10:])
+    assert torch.equal(slim.blocks[1].attn.q.weight, dense.blocks[1].attn.q.weight)   # layer 1 keeps all 4
+    with torch.no_grad():                                            # and removing them changed nothing
+        assert torch.allclose(slim(x), dense(x), atol=1e-5)

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = ("00_start_here.ipynb", "08_assignment_prune_to_a_budget.ipynb")
@@ -47,6 +48,7 @@ def _solve(release: Path, submitted: Path, name: str, old: str, new: str) -> Non
     nbformat.write(nb, submitted / name)
 
 
+@pytest.mark.slow
 def test_release_autograde_and_partial_credit(tmp_path):
     course = tmp_path / "course"
     (course / "source" / "lesson").mkdir(parents=True)

@@ -125,6 +125,7 @@ def _shown(outputs: list) -> list[tuple[str, str]]:
     return shown
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.name)
 def test_untouched_exercise_version_runs_to_the_end(path, exercise_dir):
     """Run All with every exercise untouched: no cell fails, each check says "not implemented yet"
