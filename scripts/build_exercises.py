@@ -38,8 +38,8 @@ from set_repository_url import _owner_name, repository_url  # noqa: E402
 NOTE_ID = "exercise-version"          # the note under the title; a notebook that has it was built already
 _IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 _MAGIC_CALLS = {"run_line_magic", "run_cell_magic", "system", "getoutput"}     # what IPython syntax becomes
-_LOCAL_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda, ast.ListComp, ast.SetComp,
-                 ast.DictComp, ast.GeneratorExp)
+# scopes whose names stay local (a def or class binds only its own name, handled before these)
+_LOCAL_SCOPES = (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
 
 def _statements(source: str) -> list[tuple[set[str], set[str]]]:
@@ -84,7 +84,7 @@ def _bound(node: ast.AST) -> set[str]:
         if isinstance(node, ast.Name):
             return {node.id}
     return set().union(*(_bound(child) for child in ast.iter_child_nodes(node)
-                         if not isinstance(child, _LOCAL_SCOPES[3:])), set())
+                         if not isinstance(child, _LOCAL_SCOPES)), set())
 
 
 def _clear_stale_outputs(cells: list, solved: list[str | None]) -> None:
@@ -138,8 +138,11 @@ def _with_notes(cells: list, rewritten: list[bool], solved_url: str) -> list:
     for cell, solution in zip(cells[1:], rewritten[1:], strict=True):
         out.append(cell)
         if solution and cell.cell_type == "code":
-            out.append(_note(f"*Stuck? The worked solution is in the [solved lesson]({solved_url}), in the "
-                             "same cell.*", _fresh_id(f"{cell.id}-solution", taken) if with_ids else None))
+            defined = re.search(r"^def (\w+)", cell.source, re.M)
+            what = f"`{defined[1]}`" if defined else "this cell"
+            out.append(_note(f"*Stuck? The worked solution of {what} is in the [solved lesson]({solved_url}) "
+                             "(offline: `make lab-solutions`), in the same place, marked as the solution.*",
+                             _fresh_id(f"{cell.id}-solution", taken) if with_ids else None))
     return out
 
 
