@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import Split
+from .data import Split, digits_split
 from .models import MLP, linear_layers
 from .progress import progress_bar
 from .validate import (
@@ -275,3 +275,32 @@ def train_together(models: Sequence[MLP], data: Split, epochs: int, seeds: Seque
         for r, model in enumerate(models):
             history[r].append(accuracy(model, data.x_val, data.y_val))
     return history
+
+
+_TRAINED: dict[tuple[int, int], dict[str, torch.Tensor]] = {}      # (seed, epochs) -> state_dict
+
+
+def trained_mlp(seed: int = 0, epochs: int = 30, progress: bool = True) -> MLP:
+    """The dense digits MLP every MLP lesson (02-05) starts from: a fresh copy each call.
+
+    The recipe, in full: ``torch.manual_seed(seed)``, ``MLP((64, 256, 128, 10))``, then
+    ``train(model, digits_split(seed=0), epochs, seed=seed)`` (Adam, lr 1e-3, batch 64). The
+    global random state is saved and restored around it, so calling this draws nothing from the
+    caller's random numbers, and lessons that call it in another order still get the same model.
+    The first call for a ``(seed, epochs)`` trains (a second or two on one thread); later calls
+    copy the stored weights. Same CPU and PyTorch version -> the same weights bit for bit.
+    """
+    seed = require_int(seed, "seed", 0)
+    epochs = require_positive_int(epochs, "epochs")
+    require_bool(progress, "progress")
+    if (seed, epochs) not in _TRAINED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MLP((64, 256, 128, 10))
+            train(model, digits_split(seed=0), epochs, seed=seed, progress=progress,
+                  desc=f"training the dense MLP (seed {seed})")
+        _TRAINED[seed, epochs] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with torch.device("meta"):                  # the structure only: no random initialisation
+        model = MLP((64, 256, 128, 10))
+    model.load_state_dict({k: v.clone() for k, v in _TRAINED[seed, epochs].items()}, assign=True)
+    return model.eval()
