@@ -43,7 +43,7 @@ from torch import nn
 from tqdm import _monitor as tqdm_monitor
 
 from .gpt import CHECKPOINT, GPT, Attention, Block, GPTConfig, allow_empty_layers, load_checkpoint
-from .measure import _benchmark_module, latency_ms
+from .measure import benchmark_module, latency_ms
 from .tasks import Addition, addition_task, encode, exact_match
 from .validate import require_positive_int
 
@@ -281,7 +281,7 @@ def _require_same_module(name: str, module: nn.Module, fresh: nn.Module) -> None
     if any(type(hook).__module__ == "torch.nn.utils.prune" for found in hooks.values() for hook in found):
         raise ValueError(f"{where} still carries pruning masks (torch.nn.utils.prune): a mask keeps every "
                          "weight stored, so masks cannot meet the budget. Remove heads and neurons "
-                         "(slim_gpt, prune_to), or make a mask permanent with prune.remove")
+                         "(slim_gpt, slim_gpt_to), or make a mask permanent with prune.remove")
     if hooks:
         raise ValueError(f"{where} has {', '.join(hooks)} registered: the grader runs the library's GPT as it "
                          "is; remove them (handle.remove()) before returning the model")
@@ -333,7 +333,7 @@ def plain_copy(model: GPT) -> GPT:
     """
     if type(model) is not GPT:
         raise TypeError(f"model must be a lessons_lib.gpt.GPT itself, not a {type(model).__name__} "
-                        "(a subclass runs its own code): slim_gpt and prune_to return plain GPTs")
+                        "(a subclass runs its own code): slim_gpt and slim_gpt_to return plain GPTs")
     with torch.device("meta"), allow_empty_layers():        # the structure only: no random init
         fresh = GPT(_plain_config(vars(model).get("config")))
     weights = {}
@@ -692,7 +692,7 @@ class Seal:
 
     @classmethod
     def now(cls) -> Seal:
-        benchmark = _benchmark_module()
+        benchmark = benchmark_module()
         modules = [(name, sys.modules[name] if name in sys.modules else __import__(name, fromlist=["_"]), names)
                    for name, names in _WATCHED_NAMES.items()]
         classes = (torch.Tensor, nn.Parameter, nn.Module, nn.Linear, nn.LayerNorm, nn.Embedding, nn.ModuleList,
@@ -785,7 +785,7 @@ def grade(prune_to_budget: Callable[[GPT, Addition], object]) -> Score:
     verify(threads)
     if not isinstance(submission, GPT):
         raise SubmissionRefused(f"prune_to_budget must return a GPT (lessons_lib.gpt.GPT), got "
-                                f"{type(submission).__name__}; a slim model from slim_gpt or prune_to is one.")
+                                f"{type(submission).__name__}; a slim model from slim_gpt or slim_gpt_to is one.")
     try:
         graded = rebuild(submission)
     except (TypeError, ValueError) as error:

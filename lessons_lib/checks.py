@@ -14,7 +14,7 @@ afterwards). :func:`check_assignment` runs the learner's training, which may dra
 
 What counts as right is the library's own function (:mod:`lessons_lib.sparsity`,
 :mod:`lessons_lib.pruning`, :mod:`lessons_lib.schedules`), with the conventions stated in each
-checker's docstring: ``round(amount * n)`` is Python's round (halves to even, as
+checker's docstring: ``round(sparsity * n)`` is Python's round (halves to even, as
 ``torch.nn.utils.prune``); tied magnitudes may be broken either way; a number (a threshold, a
 sparsity) may come back as a Python or numpy float or a one-entry tensor and is compared within
 float32 precision, while ``count_zeros`` must return an int; new modules
@@ -34,13 +34,16 @@ import sysconfig
 import traceback
 import warnings
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from .assignment import Score, SubmissionRefused, grade
-from .gpt import Attention
+if TYPE_CHECKING:                 # imported where used: lesson 00's checker must not load the GPT
+    from .assignment import Score
+    from .gpt import Attention
+
 
 
 class ExerciseFailure(AssertionError):
@@ -119,7 +122,7 @@ def _call(fn: Callable, fn_name: str, *args: object, where: str = "",
           hint: Callable[[Exception], str | None] | None = None) -> object:
     """Call the learner's ``fn``; turn "not implemented" and crashes into plain messages.
 
-    ``where`` names the case (shapes, amount, keep ...); ``hint(error)`` may return advice for
+    ``where`` names the case (shapes, sparsity, keep ...); ``hint(error)`` may return advice for
     the exception that a usual mistake causes (or None).
     """
     if isinstance(fn, NotDone):
@@ -317,14 +320,14 @@ def check_count_zeros(count_zeros: Callable[[torch.Tensor], int]) -> NotDone | N
     _passed("count_zeros", len(cases))
 
 
-ROUNDING = ("Python's round(amount * n), which sends halves to the even neighbour (round(2.5) = 2, "
+ROUNDING = ("Python's round(sparsity * n), which sends halves to the even neighbour (round(2.5) = 2, "
             "round(3.5) = 4), as torch.nn.utils.prune and the library do")
 TIES = ("with tied magnitudes at the cut-off, any of them may be pruned as long as the count is k: the library "
         "prunes the ones first in weight.flatten() order, torch.topk may pick others, and both are right")
 
 
 def _other_roundings(x: float) -> dict[str, int]:
-    """What the usual wrong rounding rules make of ``x = amount * n`` where they differ from round(x)."""
+    """What the usual wrong rounding rules make of ``x = sparsity * n`` where they differ from round(x)."""
     if abs(x - round(x)) < 1e-9:                     # a whole number up to float noise: all rules agree
         return {}
     rules = {"floor (int(x) or math.floor)": math.floor(x), "ceil (math.ceil)": math.ceil(x),
@@ -332,18 +335,18 @@ def _other_roundings(x: float) -> dict[str, int]:
     return {name: value for name, value in rules.items() if value != round(x)}
 
 
-def _rounding_mistake(amount: float, n: int, got: int) -> str | None:
-    """Say which usual rounding rule turns ``amount * n`` into ``got`` (None when none does)."""
-    x = amount * n
+def _rounding_mistake(sparsity: float, n: int, got: int) -> str | None:
+    """Say which usual rounding rule turns ``sparsity * n`` into ``got`` (None when none does)."""
+    x = sparsity * n
     names = [name for name, value in _other_roundings(x).items() if value == got]
     if not names:
         return None
-    return (f" {amount} x {n} = {x:g}, and you rounded it with {' or '.join(names)} to {got}; the convention "
+    return (f" {sparsity} x {n} = {x:g}, and you rounded it with {' or '.join(names)} to {got}; the convention "
             f"is {ROUNDING}: round({x:g}) = {round(x)}.")
 
 
 def _magnitude_cases() -> list[tuple[torch.Tensor, float]]:
-    """Weights of several shapes and dtypes; fractional amount * n (both kinds of halves); ties."""
+    """Weights of several shapes and dtypes; fractional sparsity * n (both kinds of halves); ties."""
     g = torch.Generator().manual_seed(1234)
     tied = torch.tensor([[0.5, -0.5, 0.25, 0.75], [0.25, -0.5, 0.75, -0.25]])      # |w|: three 0.25, three 0.5
     return [
@@ -388,19 +391,19 @@ def _as_keep_mask(result: object, weight: torch.Tensor, where: str) -> torch.Ten
     return result.bool()
 
 
-def _wrong_count(weight: torch.Tensor, amount: float, zeros: int) -> str:
-    """Explain a mask that prunes ``zeros`` entries instead of round(amount * n)."""
+def _wrong_count(weight: torch.Tensor, sparsity: float, zeros: int) -> str:
+    """Explain a mask that prunes ``zeros`` entries instead of round(sparsity * n)."""
     scores = weight.detach().abs().flatten()
-    n, k = scores.numel(), round(amount * scores.numel())
-    text = f"expected round({amount} x {n}) = {k} zeros, your mask has {zeros}."
+    n, k = scores.numel(), round(sparsity * scores.numel())
+    text = f"expected round({sparsity} x {n}) = {k} zeros, your mask has {zeros}."
     if k == 0:
-        return text + " amount=0 must prune nothing (kthvalue needs k >= 1, so handle k = 0 on its own)."
-    rounding = _rounding_mistake(amount, n, zeros)
+        return text + " sparsity=0 must prune nothing (kthvalue needs k >= 1, so handle k = 0 on its own)."
+    rounding = _rounding_mistake(sparsity, n, zeros)
     if rounding:
         return text + rounding
     if zeros == n - k:
-        return text + (f" That is n - k = {n} - {k}: you pruned 1 - amount of the weights; amount is the fraction "
-                       "to PRUNE (the mask keeps the other 1 - amount).")
+        return text + (f" That is n - k = {n} - {k}: you pruned 1 - sparsity of the weights; sparsity is the fraction "
+                       "to PRUNE (the mask keeps the other 1 - sparsity).")
     t = scores.kthvalue(k).values
     tied = int((scores == t).sum())
     if tied > 1 and zeros in (int((scores <= t).sum()), int((scores < t).sum())):
@@ -413,10 +416,10 @@ def _wrong_count(weight: torch.Tensor, amount: float, zeros: int) -> str:
     return text
 
 
-def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, amount: float) -> str | None:
+def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, sparsity: float) -> str | None:
     """Name what is wrong with the bool keep-``mask`` (None when it is a right answer)."""
     scores, keep = weight.detach().abs().flatten(), mask.flatten()
-    n, k = scores.numel(), round(amount * scores.numel())
+    n, k = scores.numel(), round(sparsity * scores.numel())
     if _prunes_smallest(keep, scores, k):
         return None
     inverted = _prunes_smallest(~keep, scores, k)
@@ -434,7 +437,7 @@ def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, amount: float) -> st
                 "magnitude with .abs().")
     zeros = int((~keep).sum())
     if zeros != k:
-        return _wrong_count(weight, amount, zeros)
+        return _wrong_count(weight, sparsity, zeros)
     lost = int(torch.where(~keep, scores, -1.0).argmax())         # the largest pruned magnitude ...
     kept = int(torch.where(keep, scores, math.inf).argmin())      # ... is above the smallest kept one
     flat = weight.detach().cpu().numpy().ravel()                  # numpy prints each entry's shortest form
@@ -445,23 +448,23 @@ def _mask_mistake(mask: torch.Tensor, weight: torch.Tensor, amount: float) -> st
 
 @_exercise_check
 def check_magnitude_mask(magnitude_mask_fn: Callable[[torch.Tensor, float], torch.Tensor]) -> NotDone | None:
-    """Lesson 01's exercise: ``magnitude_mask(weight, amount)`` keeps the largest |weight|.
+    """Lesson 01's exercise: ``magnitude_mask(weight, sparsity)`` keeps the largest |weight|.
 
     The reference is the library's :func:`~lessons_lib.sparsity.magnitude_mask` (and
-    ``prune.l1_unstructured``): exactly ``round(amount * n)`` entries are pruned (Python's round,
+    ``prune.l1_unstructured``): exactly ``round(sparsity * n)`` entries are pruned (Python's round,
     halves to even) and none of them is larger in magnitude than a kept one; among tied
     magnitudes at the cut-off, any choice is accepted.
     """
     cases = _magnitude_cases()
-    for weight, amount in cases:
+    for weight, sparsity in cases:
         shown = _values(weight) if weight.numel() <= 12 else f"of shape {tuple(weight.shape)}"
-        where = f"weight {shown}, amount={amount}"
+        where = f"weight {shown}, sparsity={sparsity}"
         before = weight.clone()
-        result = _call(magnitude_mask_fn, "magnitude_mask", weight, amount, where=where, hint=_kthvalue_hint)
+        result = _call(magnitude_mask_fn, "magnitude_mask", weight, sparsity, where=where, hint=_kthvalue_hint)
         if not torch.equal(weight, before):
             raise ExerciseFailure(f"{where}: magnitude_mask changed the weight in place; build a new "
                                   "mask tensor and leave the weight as it was.")
-        mistake = _mask_mistake(_as_keep_mask(result, weight, where), weight, amount)
+        mistake = _mask_mistake(_as_keep_mask(result, weight, where), weight, sparsity)
         if mistake:
             raise ExerciseFailure(f"{where}: {mistake}")
     _passed("magnitude_mask", len(cases))
@@ -471,12 +474,12 @@ def _kthvalue_hint(error: Exception) -> str | None:
     """Advice for the exceptions that computing k and calling kthvalue / topk usually raise."""
     text = str(error)
     if "kthvalue" in text and "out of range" in text:
-        return ("amount=0 prunes nothing: handle k = 0 before calling kthvalue (it counts from 1, so k = 0 "
+        return ("sparsity=0 prunes nothing: handle k = 0 before calling kthvalue (it counts from 1, so k = 0 "
                 "has no k-th smallest value).")
     if "must be int, not float" in text:
-        return f"k must be an int: k = round(amount * n) ({ROUNDING})."
+        return f"k must be an int: k = round(sparsity * n) ({ROUNDING})."
     if "selected index k out of range" in text:
-        return "topk's k must be between 0 and the number of entries: k = round(amount * n)."
+        return "topk's k must be between 0 and the number of entries: k = round(sparsity * n)."
     if "Sizes of tensors must match" in text:
         return "flatten each tensor before torch.cat: torch.cat([w.abs().flatten() for w in weights])."
     if isinstance(error, AttributeError) and "'list' object" in text:
@@ -490,7 +493,7 @@ def _close(got: float, expected: float, rel: float = 1e-6) -> bool:
 
 
 def _global_cases() -> list[tuple[list[torch.Tensor], float]]:
-    """Layers of different scales; fractional amount * N (both kinds of halves); ties; float64."""
+    """Layers of different scales; fractional sparsity * N (both kinds of halves); ties; float64."""
     g = torch.Generator().manual_seed(2024)
     layers = [torch.randn(8, 6, generator=g), 0.2 * torch.randn(12, 8, generator=g), torch.randn(3, 12, generator=g)]
     nine = [torch.randn(3, 2, generator=g), 0.5 * torch.randn(3, generator=g)]                 # N = 9
@@ -506,22 +509,22 @@ def _global_cases() -> list[tuple[list[torch.Tensor], float]]:
             (doubles, 0.6)]
 
 
-def _threshold_mistake(weights: list[torch.Tensor], amount: float, got: float) -> str:
+def _threshold_mistake(weights: list[torch.Tensor], sparsity: float, got: float) -> str:
     """Name the usual mistake that returns ``got`` instead of the global threshold."""
     scores = torch.cat([w.abs().flatten() for w in weights]).sort().values
-    n, k = scores.numel(), round(amount * scores.numel())
+    n, k = scores.numel(), round(sparsity * scores.numel())
 
     def kth(j: int) -> float:
         return scores[j - 1].item() if 1 <= j <= n else math.nan
     if k == 0:
-        return "amount=0 prunes nothing, so the threshold is 0.0: return 0.0 when k = 0 (before calling kthvalue)."
-    rules = _other_roundings(amount * n)
+        return "sparsity=0 prunes nothing, so the threshold is 0.0: return 0.0 when k = 0 (before calling kthvalue)."
+    rules = _other_roundings(sparsity * n)
     for j in sorted(set(rules.values())):
         if _close(got, kth(j)):
             name = " or ".join(rule for rule, value in rules.items() if value == j)
-            return (f"you took the {j}-th smallest magnitude: {amount} x {n} = {amount * n:g} rounded with {name}; "
-                    f"the convention is {ROUNDING}: k = round({amount * n:g}) = {k}.")
-    per_layer = [w.abs().flatten().kthvalue(max(1, round(amount * w.numel()))).values.item() for w in weights]
+            return (f"you took the {j}-th smallest magnitude: {sparsity} x {n} = {sparsity * n:g} rounded with {name}; "
+                    f"the convention is {ROUNDING}: k = round({sparsity * n:g}) = {k}.")
+    per_layer = [w.abs().flatten().kthvalue(max(1, round(sparsity * w.numel()))).values.item() for w in weights]
     if len(weights) > 1 and _close(got, sum(per_layer) / len(per_layer)):
         return ("you averaged one threshold per layer; a global threshold ranks ALL weights together: "
                 "concatenate them first (torch.cat of flattened |w|).")
@@ -536,11 +539,11 @@ def _threshold_mistake(weights: list[torch.Tensor], amount: float, got: float) -
                 f"counts: the k-th smallest of all N = {n} magnitudes (tied ones included).")
     if _close(got, kth(k - 1)) or _close(got, kth(k + 1)):
         return (f"off by one: you returned the {'(k-1)' if got < kth(k) else '(k+1)'}-th smallest magnitude; the "
-                f"threshold is the k-th, k = round({amount} x {n}) = {k} (kthvalue counts from 1; a sorted "
+                f"threshold is the k-th, k = round({sparsity} x {n}) = {k} (kthvalue counts from 1; a sorted "
                 "tensor's index k - 1).")
-    if _close(got, torch.quantile(scores.double(), amount).item()):
+    if _close(got, torch.quantile(scores.double(), sparsity).item()):
         return ("torch.quantile interpolates between neighbouring magnitudes; the threshold is an actual "
-                f"magnitude, the k-th smallest with k = round({amount} x {n}) = {k}.")
+                f"magnitude, the k-th smallest with k = round({sparsity} x {n}) = {k}.")
     if got == k:
         return f"you returned k = {k}, how many weights go; return the magnitude of the k-th smallest instead."
     if _close(got, kth(k) ** 2):
@@ -551,8 +554,8 @@ def _threshold_mistake(weights: list[torch.Tensor], amount: float, got: float) -
 
 @_exercise_check
 def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], float], float]) -> NotDone | None:
-    """Lesson 02's exercise: ``global_threshold(weights, amount)`` returns the magnitude of the
-    ``round(amount * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when amount is 0).
+    """Lesson 02's exercise: ``global_threshold(weights, sparsity)`` returns the magnitude of the
+    ``round(sparsity * N)``-th smallest |w| over all tensors in ``weights`` (0.0 when sparsity is 0).
 
     The reference is :func:`lessons_lib.pruning.global_threshold` (Python's round, halves to even;
     with ties, the k-th smallest value is the same whichever tied entry is counted). Any number
@@ -561,46 +564,49 @@ def check_global_threshold(global_threshold_fn: Callable[[list[torch.Tensor], fl
     from .pruning import global_threshold
 
     cases = _global_cases()
-    for weights, amount in cases:
+    for weights, sparsity in cases:
         n = sum(w.numel() for w in weights)
-        where = f"weights of shapes {[tuple(w.shape) for w in weights]} (N = {n}), amount={amount}"
+        where = f"weights of shapes {[tuple(w.shape) for w in weights]} (N = {n}), sparsity={sparsity}"
         if weights[0].dtype != torch.float32:
             where += f", dtype {str(weights[0].dtype).removeprefix('torch.')}"
         before = [w.clone() for w in weights]
-        result = _call(global_threshold_fn, "global_threshold", list(weights), amount, where=where,
+        result = _call(global_threshold_fn, "global_threshold", list(weights), sparsity, where=where,
                        hint=_kthvalue_hint)
         if not all(torch.equal(w, b) for w, b in zip(weights, before, strict=True)):
             raise ExerciseFailure(f"{where}: global_threshold changed the weights it was given; only read them.")
-        got, expected = _as_number(result, "global_threshold", where), global_threshold(weights, amount)
+        got, expected = _as_number(result, "global_threshold", where), global_threshold(weights, sparsity)
         if not _close(got, expected):
-            mistake = _threshold_mistake(weights, amount, got)
+            mistake = _threshold_mistake(weights, sparsity, got)
             raise ExerciseFailure(f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
                                   + (f": {mistake}" if mistake else "."))
     _passed("global_threshold", len(cases))
 
 
-def _cubic_mistakes(step: float, final: float, start: float, end: float) -> dict[str, float]:
+def _cubic_mistakes(step: float, final_sparsity: float, start: float, end: float) -> dict[str, float]:
     """What the usual mistakes return at this point: explanation -> value."""
     def clamp(p: float) -> float:
         return min(max(p, 0.0), 1.0)
 
     def cubic(p: float) -> float:
-        return final * (1.0 - (1.0 - p) ** 3)
+        return final_sparsity * (1.0 - (1.0 - p) ** 3)
     raw = (step - start) / (end - start)
     p = clamp(raw)
-    right = "final * (1 - (1 - progress)**3)"
+    right = "final_sparsity * (1 - (1 - progress)**3)"
     return {
-        f"you returned final * progress**3, which rises slowly at first; the cubic schedule rises FAST first: {right}.":
-            final * p ** 3,
-        f"you returned a straight line (final * progress); the schedule is cubic: {right}.": final * p,
-        f"your schedule goes DOWN (final * (1 - progress)**3); sparsity grows from 0 to final: {right}.":
-            final * (1 - p) ** 3,
-        "you used a square, (1 - progress)**2; the exponent is 3.": final * (1 - (1 - p) ** 2),
+        f"you returned final_sparsity * progress**3, which rises slowly at first; the cubic schedule rises "
+        f"FAST first: {right}.":
+            final_sparsity * p ** 3,
+        f"you returned a straight line (final_sparsity * progress); the schedule is cubic: {right}.":
+            final_sparsity * p,
+        f"your schedule goes DOWN (final_sparsity * (1 - progress)**3); sparsity grows from 0 to "
+        f"final_sparsity: {right}.":
+            final_sparsity * (1 - p) ** 3,
+        "you used a square, (1 - progress)**2; the exponent is 3.": final_sparsity * (1 - (1 - p) ** 2),
         "you measured progress from step 0; progress = (step - start) / (end - start).": cubic(clamp(step / end)),
         "you divided by end; progress = (step - start) / (end - start).": cubic(clamp((step - start) / end)),
         "you divided with //, which rounds progress down to a whole number; use /.":
             cubic(clamp((step - start) // (end - start))),
-        "outside [start, end] the sparsity stays at 0 (before) or final (after): clamp progress to [0, 1].":
+        "outside [start, end] the sparsity stays at 0 (before) or final_sparsity (after): clamp progress to [0, 1].":
             cubic(raw),
         "you returned a percentage; return a fraction in [0, 1].": 100 * cubic(p),
     }
@@ -615,9 +621,9 @@ def _cubic_hint(error: Exception) -> str | None:
 
 @_exercise_check
 def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]) -> NotDone | None:
-    """Lesson 03's exercise: ``cubic_sparsity(step, final, start, end)`` is Zhu & Gupta's
-    ``final * (1 - (1 - progress) ** 3)`` with ``progress = (step - start) / (end - start)``
-    clamped to [0, 1] (sparsity 0 before ``start``, ``final`` from ``end`` on).
+    """Lesson 03's exercise: ``cubic_sparsity(step, final_sparsity, start, end)`` is Zhu & Gupta's
+    ``final_sparsity * (1 - (1 - progress) ** 3)`` with ``progress = (step - start) / (end - start)``
+    clamped to [0, 1] (sparsity 0 before ``start``, ``final_sparsity`` from ``end`` on).
 
     The reference is :func:`lessons_lib.schedules.cubic_sparsity`; an answer within 1e-6 passes
     (float32 arithmetic is fine), returned as any number type (Python, numpy, one-entry tensor).
@@ -626,14 +632,14 @@ def check_cubic_sparsity(cubic_fn: Callable[[float, float, float, float], float]
 
     points = [(0, 0.9, 0, 10), (10, 0.9, 0, 10), (5, 0.9, 0, 10), (2.5, 0.8, 0, 10), (7, 0.95, 2, 12),
               (-3, 0.9, 0, 10), (15, 0.9, 0, 10), (1, 0.5, 1, 5), (1, 0.9, 0, 3), (4, 0.7, 3, 9), (1, 0.9, 2, 12)]
-    for step, final, start, end in points:
-        where = f"cubic_sparsity(step={step}, final={final}, start={start}, end={end})"
-        result = _call(cubic_fn, "cubic_sparsity", step, final, start, end, where=where, hint=_cubic_hint)
-        got, expected = _as_number(result, "cubic_sparsity", where), cubic_sparsity(step, final, start, end)
+    for step, final_sparsity, start, end in points:
+        where = f"cubic_sparsity(step={step}, final_sparsity={final_sparsity}, start={start}, end={end})"
+        result = _call(cubic_fn, "cubic_sparsity", step, final_sparsity, start, end, where=where, hint=_cubic_hint)
+        got, expected = _as_number(result, "cubic_sparsity", where), cubic_sparsity(step, final_sparsity, start, end)
         if abs(got - expected) <= 1e-6:
             continue
         text = f"{where}: expected {_fmt(expected)}, got {_fmt(got)}"
-        reason = next((why for why, value in _cubic_mistakes(step, final, start, end).items()
+        reason = next((why for why, value in _cubic_mistakes(step, final_sparsity, start, end).items()
                        if abs(value - expected) > 1e-6 and abs(got - value) <= 1e-6), None)
         rounded = _rounded_to(got, expected)
         if reason is None and rounded is not None:
@@ -786,6 +792,8 @@ def _remove_heads_hint(error: Exception) -> str | None:
 
 def _check_new_attention(where: str, attn: Attention, keep: list[int], result: object) -> None:
     """Type, shapes, new tensors and outputs of what ``remove_heads`` returned."""
+    from .gpt import Attention
+
     if not isinstance(result, Attention) or result is attn:
         said = "the module it was given" if result is attn else _got(result)
         raise ExerciseFailure(f"{where}: expected a new Attention module, got {said}.")
@@ -829,6 +837,8 @@ def check_remove_heads(remove_heads_fn: Callable) -> NotDone | None:
     The new module must own new tensors (none shared with ``attn``, also when every head is
     kept); ``keep`` may be in any order.
     """
+    from .gpt import Attention
+
     g = torch.Generator().manual_seed(11)
     cases = [(16, 4, 4, [0, 2]), (16, 4, 4, [3]), (16, 3, 4, [0, 1, 2]), (16, 4, 4, [1, 2, 3]),
              (16, 4, 4, [2, 0]), (12, 4, 5, [1, 3])]
@@ -865,6 +875,8 @@ def check_assignment(prune_to_budget_fn: Callable) -> Score:
     While it runs, anything written to stderr (a progress bar printed as text) goes to stdout, and
     warnings are printed to stdout after it: nbgrader gives 0 points to a grade cell that writes
     to stderr."""
+    from .assignment import Score, SubmissionRefused, grade
+
     caught = []
     try:
         with contextlib.redirect_stderr(sys.stdout), warnings.catch_warnings(record=True) as caught:

@@ -143,6 +143,13 @@ class GPT(nn.Module):
             x = block(x, None if head_masks is None else head_masks[i])
         return self.head(self.ln_f(x))
 
+    def prunable_layers(self) -> dict[str, nn.Linear]:
+        """The Linear layers whose weights pruning considers, by name: every block's ``attn.q``,
+        ``attn.k``, ``attn.v``, ``attn.out``, ``fc1`` and ``fc2``. Embeddings, LayerNorms and the
+        output head are left out: a small share of the weights here, and pruning them hurts most.
+        ``pruning.prunable_layers`` asks the model this (the one definition of what counts)."""
+        return {name: m for name, m in self.named_modules() if isinstance(m, nn.Linear) and name.startswith("blocks.")}
+
     def _check_inputs(self, idx: object, head_masks: object) -> None:
         """Shapes, dtypes and the token range (one cheap pass over the ids, not the activations)."""
         if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype not in (torch.int64, torch.int32):
@@ -194,16 +201,13 @@ def load_gpt(saved: dict) -> GPT:
     return model
 
 
-def prunable_layers(model: GPT) -> dict[str, nn.Linear]:
-    """The Linear layers of the blocks (attention q, k, v, out and FFN fc1, fc2), by name.
-
-    Embeddings, LayerNorms and the output head are left out: they are a small share of the
-    weights here and pruning them hurts most.
-    """
-    if not isinstance(model, GPT):
-        raise TypeError(f"model must be a GPT, got {type(model).__name__}")
-    return {name: m for name, m in model.named_modules()
-            if isinstance(m, nn.Linear) and name.startswith("blocks.")}
+def head_slice(head: int, head_dim: int) -> slice:
+    """Where head ``head`` lives in the stacked ``H * head_dim`` dimension: its rows of ``q``, ``k``
+    and ``v`` and its columns of ``out``, ``slice(head * head_dim, (head + 1) * head_dim)``."""
+    for name, value, minimum in (("head", head, 0), ("head_dim", head_dim, 1)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return slice(head * head_dim, (head + 1) * head_dim)
 
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "gpt_addition.pt"   # ships with the package

@@ -17,18 +17,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-from .gpt import GPT, GPTConfig, allow_empty_layers
-from .structured import _check_indices, _check_scores, _current, _refuse_foreign_hooks
-from .validate import is_sequence, require_gradients
-
-
-def head_slices(head: int, head_dim: int) -> slice:
-    """The rows of q/k/v (and columns of out) that belong to ``head``."""
-    for name, value, minimum in (("head", head, 0), ("head_dim", head_dim, 1)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return slice(head * head_dim, (head + 1) * head_dim)
-
+from .gpt import GPT, GPTConfig, allow_empty_layers, head_slice
+from .pruning import masked_weight
+from .slimming import keep_top, refuse_foreign_hooks, slim_linear
+from .tasks import answer_loss
+from .validate import require_gradients, require_indices
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -56,7 +49,7 @@ def _tensor_at(model: nn.Module, key: str) -> torch.Tensor | None:
     """The tensor a state_dict key such as ``blocks.0.fc1.weight`` names, masked if pruned."""
     path, _, name = key.rpartition(".")
     try:
-        return _current(model.get_submodule(path), name)
+        return masked_weight(model.get_submodule(path), name)
     except AttributeError:
         return None
 
@@ -89,208 +82,178 @@ def _check_answers(model: GPT, x: torch.Tensor, y: object, name: str = "y") -> t
     return _check_tokens(model, y, name)
 
 
-def _check_masks(model: GPT, masks: object) -> list[torch.Tensor] | None:
-    """``masks`` if it is ``None`` or one floating ``(H_i,)`` tensor per layer on the model's device."""
-    if masks is None:
-        return None
-    heads, device = model.config.heads, model.tok_emb.weight.device
-    if not isinstance(masks, Sequence) or isinstance(masks, str) or len(masks) != len(heads):
-        raise TypeError(f"masks must be None or a list of one (heads,) tensor per layer ({len(heads)}), "
-                        f"got {type(masks).__name__}")
-    for i, (mask, n) in enumerate(zip(masks, heads, strict=True)):
-        if not isinstance(mask, torch.Tensor) or not mask.is_floating_point() or mask.shape != (n,) \
-                or mask.device != device:
-            raise ValueError(f"masks[{i}] must be a float tensor of shape ({n},) on {device}, got "
-                             f"{getattr(mask, 'dtype', type(mask).__name__)} {tuple(getattr(mask, 'shape', ()))}")
-    return list(masks)
+def head_names(model: GPT) -> list[str]:
+    """The keys of per-layer head scores and kept heads: ``["blocks.0.attn", "blocks.1.attn", ...]``."""
+    return [f"blocks.{i}.attn" for i in range(model.config.n_layers)]
 
 
-def _check_counts(counts: object, limits: list[int], name: str) -> list[int]:
-    """``counts`` as a list if it gives one int in ``[0, limits[i]]`` per layer."""
-    if not is_sequence(counts):
-        raise TypeError(f"{name} must be a list with one count per layer ({len(limits)}), got {type(counts).__name__}")
-    if len(counts) != len(limits):
-        raise ValueError(f"{name} must give one count per layer ({len(limits)}), got {list(counts)}")
-    for i, (count, limit) in enumerate(zip(counts, limits, strict=True)):
+def ffn_names(model: GPT) -> list[str]:
+    """The keys of per-layer FFN-neuron scores and kept neurons: ``["blocks.0.fc1", ...]`` (the
+    Linear layer whose outputs the neurons are)."""
+    return [f"blocks.{i}.fc1" for i in range(model.config.n_layers)]
+
+
+def _check_counts(counts: object, names: list[str], limits: list[int], arg: str) -> list[int]:
+    """``counts`` (an int for every layer, or a dict layer name -> int) as one count per layer,
+    each in ``[0, limits[i]]``; layers a dict leaves out keep everything."""
+    if isinstance(counts, numbers.Integral) and not isinstance(counts, bool):
+        counts = dict.fromkeys(names, counts)
+    if not isinstance(counts, Mapping):
+        raise TypeError(f"{arg} must be an int (every layer) or a dict mapping layer name to a count, "
+                        f"got {type(counts).__name__} {counts!r:.60}")
+    for name, count in counts.items():
+        if name not in names:
+            raise ValueError(f"{arg} has key {name!r}; expected one of {names}")
         if isinstance(count, bool) or not isinstance(count, numbers.Integral):
-            raise TypeError(f"{name}[{i}] must be an int count, got {type(count).__name__} {count!r}")
+            raise TypeError(f"{arg}[{name!r}] must be an int count, got {type(count).__name__} {count!r}")
+        limit = limits[names.index(name)]
         if not 0 <= count <= limit:
-            raise ValueError(f"{name}[{i}] must be in [0, {limit}] (what layer {i} has), got {count}")
-    return [int(c) for c in counts]
+            raise ValueError(f"{arg}[{name!r}] must be in [0, {limit}] (what that layer has), got {count}")
+    return [int(counts.get(name, limit)) for name, limit in zip(names, limits, strict=True)]
 
 
-def _keep_per_layer(keep: object, counts: list[int], name: str) -> list[list[int]]:
-    """``keep`` (layer -> indices; layers not named keep all) as sorted index lists, one per layer."""
+def _keep_per_layer(keep: object, names: list[str], counts: list[int], arg: str) -> list[list[int]]:
+    """``keep`` (layer name -> indices; layers not named keep all) as sorted index lists, one per layer."""
     keep = {} if keep is None else keep
     if not isinstance(keep, Mapping):
-        raise TypeError(f"{name} must be a dict mapping layer index to the indices to keep, got {type(keep).__name__}")
-    for layer in keep:
-        if isinstance(layer, bool) or not isinstance(layer, numbers.Integral) or not 0 <= layer < len(counts):
-            raise ValueError(f"{name} has layer {layer!r}; expected a layer index in range({len(counts)})")
-    return [sorted(_check_indices(keep.get(i, range(n)), n, f"{name}[{i}]", allow_empty=True).tolist())
-            for i, n in enumerate(counts)]
+        raise TypeError(f"{arg} must be a dict mapping layer name to the indices to keep, got {type(keep).__name__}")
+    for name in keep:
+        if name not in names:
+            raise ValueError(f"{arg} has key {name!r}; expected one of {names}")
+    return [sorted(require_indices(keep.get(name, range(n)), n, f"{arg}[{name!r}]", allow_empty=True).tolist())
+            for name, n in zip(names, counts, strict=True)]
 
 
 # --- removing heads and neurons -------------------------------------------------------------------
 
-def slim_gpt(model: GPT, keep_heads: dict[int, list[int]] | None = None,
-             keep_ffn: dict[int, list[int]] | None = None) -> GPT:
-    """A new, smaller GPT keeping, in layer ``i``, the heads ``keep_heads[i]`` and the FFN
-    neurons ``keep_ffn[i]`` (distinct int indices, in any order, possibly none; layers not named
-    keep everything). ``model`` is not modified.
+def slim_gpt(model: GPT, keep_heads: Mapping[str, Sequence[int]] | None = None,
+             keep_ffn: Mapping[str, Sequence[int]] | None = None) -> GPT:
+    """A new, smaller GPT keeping the heads ``keep_heads["blocks.i.attn"]`` and the FFN neurons
+    ``keep_ffn["blocks.i.fc1"]`` of each layer named (distinct int indices, in any order,
+    possibly none; layers not named keep everything). ``model`` is not modified.
 
     **The masked model**: ``model`` as its forward runs it, ``torch.nn.utils.prune`` masks
     applied (on any tensor, the output ``head`` included), with a head mask of 0 for every
     removed head (``model(x, head_masks)``) and, for every removed FFN neuron, its ``fc1`` row
     *and* bias entry zeroed (GELU(0) = 0, so it adds nothing). ``slim(x)`` equals that model's
-    output up to float rounding: every tensor of the slim model is the masked tensor, sliced.
+    output up to float rounding: every tensor of the slim model is the masked tensor, sliced
+    (:func:`slimming.slim_linear`).
 
     The result has ``model``'s dtype, device and training mode, and Parameters sharing no
     storage with ``model``. A subclass of GPT, or a model with forward hooks other than pruning
     masks, is refused: the slim model would not run that code.
     """
     shapes = _require_gpt(model, exact=True)
-    _refuse_foreign_hooks(model)
+    refuse_foreign_hooks(model)
     config = model.config
-    heads = _keep_per_layer(keep_heads, config.heads, "keep_heads")
-    ffn = _keep_per_layer(keep_ffn, config.ffn, "keep_ffn")
+    heads = _keep_per_layer(keep_heads, head_names(model), config.heads, "keep_heads")
+    ffn = _keep_per_layer(keep_ffn, ffn_names(model), config.ffn, "keep_ffn")
     state = {key: _tensor_at(model, key).clone() for key in shapes}      # masks applied, fresh storage
-    E = config.head_dim
-    for i in range(config.n_layers):
-        rows = torch.tensor([r for h in heads[i] for r in range(h * E, (h + 1) * E)], dtype=torch.long)
+    for i, block in enumerate(model.blocks):
+        stacked = torch.arange(config.heads[i] * config.head_dim)            # (H*E,): rows of q, k, v
+        rows = torch.cat([stacked[head_slice(h, config.head_dim)] for h in heads[i]] or [stacked[:0]])
         kept = torch.tensor(ffn[i], dtype=torch.long)
         for name, keep_rows, keep_cols in (("attn.q", rows, None), ("attn.k", rows, None), ("attn.v", rows, None),
                                            ("attn.out", None, rows), ("fc1", kept, None), ("fc2", None, kept)):
-            _slice_linear(state, f"blocks.{i}.{name}", keep_rows, keep_cols)
+            slim = slim_linear(block.get_submodule(name), keep_rows, keep_cols)
+            state[f"blocks.{i}.{name}.weight"], state[f"blocks.{i}.{name}.bias"] = slim.weight, slim.bias
     new_config = GPTConfig(**{**config.to_dict(), "heads": [len(h) for h in heads], "ffn": [len(f) for f in ffn]})
     with torch.device("meta"), allow_empty_layers():        # only the structure; the tensors come next
         slim = GPT(new_config)
-    slim.load_state_dict(state, assign=True)                # strict: every tensor comes from model
+    slim.load_state_dict({k: v.detach() for k, v in state.items()}, assign=True)   # strict: all from model
     return slim.train(model.training)
-
-
-def _slice_linear(state: dict[str, torch.Tensor], prefix: str, rows: torch.Tensor | None,
-                  cols: torch.Tensor | None) -> None:
-    """Keep only ``rows`` of the output (weight rows and bias) and ``cols`` of the input of the
-    Linear layer ``prefix`` in ``state`` (None = all)."""
-    weight, bias = state[prefix + ".weight"], state[prefix + ".bias"]
-    if rows is not None:
-        weight, bias = weight[rows.to(weight.device)], bias[rows.to(bias.device)]
-    if cols is not None:
-        weight = weight[:, cols.to(weight.device)]
-    state[prefix + ".weight"], state[prefix + ".bias"] = weight, bias
 
 
 # --- scores ---------------------------------------------------------------------------------------
 
-def _answer_loss(model: GPT, x: torch.Tensor, y: torch.Tensor, masks: list[torch.Tensor] | None) -> torch.Tensor:
-    logits = model(x, masks)[:, -y.shape[1]:]
-    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-
-
-def answer_loss_with_masks(model: GPT, x: torch.Tensor, y: torch.Tensor,
-                           masks: list[torch.Tensor] | None) -> torch.Tensor:
-    """Cross-entropy on the answer tokens ``y`` ``(B, A)`` of the problems ``x`` ``(B, T)``, with
-    ``masks`` (one ``(H_i,)`` tensor per layer, 1 = head on; ``None`` for no masks) applied."""
-    _require_gpt(model)
-    x = _check_tokens(model, x)
-    return _answer_loss(model, x, _check_answers(model, x, y), _check_masks(model, masks))
-
-
-def head_importance_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Michel et al. (2019), "Are Sixteen Heads Really Better than One?": the absolute gradient
-    of the loss with respect to a head mask of ones, one ``(H,)`` score per layer (``(0,)`` for
-    a layer without heads). The parameters' ``.grad`` are left as they were."""
-    require_gradients("head_importance_gradient")
+def head_scores_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Head-mask gradient, after Michel et al. (2019), "Are Sixteen Heads Really Better than
+    One?": the absolute gradient of the answer loss on the batch ``x`` ``(B, T)``, ``y``
+    ``(B, A)`` with respect to a head mask of ones. ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)``
+    for a layer without heads). The parameters' ``.grad`` are left as they were."""
+    require_gradients("head_scores_gradient")
     _require_gpt(model)
     x = _check_tokens(model, x)
     y = _check_answers(model, x, y)
     like = model.tok_emb.weight
     masks = [torch.ones(h, dtype=like.dtype, device=like.device, requires_grad=True) for h in model.config.heads]
     with torch.enable_grad():
-        loss = _answer_loss(model, x, y, masks)
+        loss = answer_loss(model, x, y, masks)
         grads = torch.autograd.grad(loss, masks, allow_unused=True) if loss.requires_grad else [None] * len(masks)
-    return [torch.zeros(m.shape, dtype=m.dtype, device=m.device) if g is None else g.abs().detach()
-            for m, g in zip(masks, grads, strict=True)]
+    return {name: torch.zeros(m.shape, dtype=m.dtype, device=m.device) if g is None else g.abs().detach()
+            for name, m, g in zip(head_names(model), masks, grads, strict=True)}
 
 
 @torch.no_grad()
-def head_importance_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """Ground truth: the loss increase when each head alone is switched off. ``(H,)`` per layer
-    (``(0,)`` for a layer without heads)."""
+def head_scores_ablation(model: GPT, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Ground truth: the answer-loss increase on ``x``, ``y`` when each head alone is switched
+    off. ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)`` for a layer without heads)."""
     _require_gpt(model)
     x = _check_tokens(model, x)
     y = _check_answers(model, x, y)
     like = model.tok_emb.weight
-    base = _answer_loss(model, x, y, None).item()
+    base = answer_loss(model, x, y).item()
     scores = []
     for layer, n in enumerate(model.config.heads):
         layer_scores = []
         for h in range(n):
             masks = [torch.ones(k, dtype=like.dtype, device=like.device) for k in model.config.heads]
             masks[layer][h] = 0
-            layer_scores.append(_answer_loss(model, x, y, masks).item() - base)
+            layer_scores.append(answer_loss(model, x, y, masks).item() - base)
         scores.append(torch.tensor(layer_scores))
-    return scores
+    return dict(zip(head_names(model), scores, strict=True))
 
 
-def head_importance_norm(model: GPT) -> list[torch.Tensor]:
-    """Weight-norm criterion: the norm of each head's slice of ``out`` (what it writes back),
-    one ``(H,)`` score per layer (``(0,)`` for a layer without heads)."""
+def head_scores_norm(model: GPT) -> dict[str, torch.Tensor]:
+    """Weight-norm criterion: the norm of each head's slice of ``out`` (what it writes back).
+    ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)`` for a layer without heads)."""
     _require_gpt(model)
     E, scores = model.config.head_dim, []
     for block, n in zip(model.blocks, model.config.heads, strict=True):
-        out = _current(block.attn.out, "weight")                # (D, H*E), masked if pruned
-        scores.append(torch.stack([out[:, head_slices(h, E)].norm() for h in range(n)]) if n
+        out = masked_weight(block.attn.out, "weight")                # (D, H*E), masked if pruned
+        scores.append(torch.stack([out[:, head_slice(h, E)].norm() for h in range(n)]) if n
                       else out.new_zeros(0))
-    return scores
+    return dict(zip(head_names(model), scores, strict=True))
 
 
 @torch.no_grad()
-def ffn_importance(model: GPT, x: torch.Tensor) -> list[torch.Tensor]:
+def ffn_neuron_scores(model: GPT, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per FFN neuron: mean |GELU activation| over the tokens of ``x`` ``(B, T)`` times the norm
-    of its ``fc2`` column (what it writes back). One ``(ffn,)`` score per layer (``(0,)`` for a
-    layer without FFN neurons)."""
+    of its ``fc2`` column (what it writes back). ``"blocks.i.fc1"`` -> ``(ffn_i,)`` (``(0,)`` for
+    a layer without FFN neurons)."""
     _require_gpt(model)
     x = _check_tokens(model, x)
     scores, hooks = [], []
     for block in model.blocks:
         def record(module, inputs, output, block=block):        # output: (B, T, ffn)
             activation = nn.functional.gelu(output).abs().flatten(0, -2).mean(dim=0)
-            scores.append(activation * _current(block.fc2, "weight").norm(dim=0))
+            scores.append(activation * masked_weight(block.fc2, "weight").norm(dim=0))
         hooks.append(block.fc1.register_forward_hook(record))
     try:
         model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return scores
+    return dict(zip(ffn_names(model), scores, strict=True))
 
 
-def top_indices(scores: torch.Tensor, n: int) -> list[int]:
-    """The ``n`` highest-scoring indices of ``scores`` ``(units,)``, in increasing order (ties
-    towards the lower index; ``scores`` may be empty when ``n`` is 0; NaN is refused)."""
-    scores = _check_scores(scores, "scores", allow_empty=True)
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"n must be an int count, got {type(n).__name__} {n!r}")
-    if not 0 <= n <= len(scores):
-        raise ValueError(f"n must be in [0, {len(scores)}], got {n}")
-    return sorted(torch.sort(-scores, stable=True).indices[:n].tolist())
+def slim_gpt_to(model: GPT, n_keep_heads: int | Mapping[str, int], n_keep_ffn: int | Mapping[str, int],
+                x: torch.Tensor, y: torch.Tensor, calibration: torch.Tensor) -> GPT:
+    """A new GPT with, in each layer, the ``n_keep_heads`` heads that matter most (highest
+    :func:`head_scores_ablation` on ``x`` ``(B, T)``, ``y`` ``(B, A)``) and the ``n_keep_ffn``
+    FFN neurons that matter most (highest :func:`ffn_neuron_scores` on ``calibration`` ``(B', T)``).
 
-
-def prune_to(model: GPT, heads: list[int], ffn: list[int], x: torch.Tensor, y: torch.Tensor,
-             calibration: torch.Tensor) -> GPT:
-    """One structured pruning step: keep ``heads[i]`` heads (highest ablation loss on ``x, y``)
-    and ``ffn[i]`` FFN neurons (highest :func:`ffn_importance` on ``calibration``) in layer ``i``.
-
-    Counts are ints in ``[0, what layer i has]``; every argument is checked before any work."""
+    A count is an int (the same for every layer) or a dict layer name -> int (``"blocks.i.attn"``
+    for heads, ``"blocks.i.fc1"`` for FFN neurons; layers left out keep everything), each in
+    ``[0, what the layer has]``. Every argument is checked before any work; ``model`` is not
+    modified (``slim_*`` functions return a new model, see :func:`slim_gpt`)."""
     _require_gpt(model, exact=True)
-    _refuse_foreign_hooks(model)
-    heads = _check_counts(heads, model.config.heads, "heads")
-    ffn = _check_counts(ffn, model.config.ffn, "ffn")
+    refuse_foreign_hooks(model)
+    heads = _check_counts(n_keep_heads, head_names(model), model.config.heads, "n_keep_heads")
+    ffn = _check_counts(n_keep_ffn, ffn_names(model), model.config.ffn, "n_keep_ffn")
     _check_answers(model, _check_tokens(model, x), y)
     _check_tokens(model, calibration, "calibration")
-    head_scores = head_importance_ablation(model, x, y)
-    ffn_scores = ffn_importance(model, calibration)
-    return slim_gpt(model, {i: top_indices(s, heads[i]) for i, s in enumerate(head_scores)},
-                    {i: top_indices(s, ffn[i]) for i, s in enumerate(ffn_scores)})
+    head_scores, neuron_scores = head_scores_ablation(model, x, y), ffn_neuron_scores(model, calibration)
+    keep_heads = {name: keep_top(head_scores[name], n) for name, n in zip(head_names(model), heads, strict=True)}
+    keep_ffn = {name: keep_top(neuron_scores[name], n) for name, n in zip(ffn_names(model), ffn, strict=True)}
+    return slim_gpt(model, keep_heads, keep_ffn)

@@ -1,4 +1,11 @@
-"""Measuring what pruning does: to one layer's output, and to a model's accuracy."""
+"""Measuring a model: output error, and the three quantities of size and speed.
+
+- parameters *stored*: :func:`count_parameters` (and :func:`count_nonzero` for the non-zero ones);
+- multiply-adds per call: :func:`multiply_adds` (what runs, zeros included);
+- latency: :func:`latency_ms` (and :func:`interleaved_latency_ms` to compare several).
+
+A leaf module: it imports nothing from lessons_lib but ``validate``, so every other module can
+measure. The experiments that prune copies and measure them are in ``experiments``."""
 
 from __future__ import annotations
 
@@ -8,28 +15,15 @@ import logging
 import math
 import statistics
 import sys
+import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
 
-from .models import linear_layers
-from .pruning import copy_model, prune_per_layer
-from .sparsity import unpruned_weight
-from .training import accuracy, check_examples
-from .validate import (
-    is_sequence,
-    require_callable,
-    require_fraction,
-    require_mask,
-    require_positive_int,
-    require_tensor,
-)
-
-MaskFn = Callable[[torch.Tensor, float], torch.Tensor]
+from .validate import require_linear_input, require_mask, require_module, require_positive_int, require_tensor
 
 
 def relative_error(reference: torch.Tensor, approx: torch.Tensor) -> float:
@@ -49,31 +43,6 @@ def relative_error(reference: torch.Tensor, approx: torch.Tensor) -> float:
     return ((approx - reference).norm() / norm).item()
 
 
-def _check_linear_input(layer: nn.Module, x: torch.Tensor) -> None:
-    """``layer`` an ``nn.Linear``; ``x`` a float tensor ``(batch, in_features)`` of its dtype and device."""
-    if not isinstance(layer, nn.Linear):
-        raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__name__}")
-    x = require_tensor(x, "x")
-    if x.dim() != 2 or x.shape[-1] != layer.in_features:
-        raise ValueError(
-            f"x must have {layer.in_features} features in its last dimension (layer.in_features), "
-            f"as a 2-D (batch, {layer.in_features}) tensor, got shape {tuple(x.shape)}"
-        )
-    weight = unpruned_weight(layer)
-    if (x.dtype, x.device) != (weight.dtype, weight.device):
-        raise ValueError(f"x must have the layer's dtype and device ({weight.dtype} on {weight.device}), "
-                         f"got {x.dtype} on {x.device}")
-
-
-def _check_amounts(amounts: object) -> list[float]:
-    """A non-empty list (or tuple) of fractions in [0, 1]."""
-    if not is_sequence(amounts):
-        raise TypeError(f"amounts must be a list of fractions in [0, 1], got {type(amounts).__name__} {amounts!r}")
-    if len(amounts) == 0:
-        raise ValueError("amounts must hold at least one fraction, got an empty sequence")
-    return [require_fraction(a, f"amounts[{i}]") for i, a in enumerate(amounts)]
-
-
 @torch.no_grad()
 def output_error(layer: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> float:
     """Relative error of ``layer``'s output on ``x`` when its weight is multiplied by ``mask``.
@@ -86,85 +55,56 @@ def output_error(layer: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> float
         x: inputs of shape ``(batch, in_features)``.
         mask: shape ``(out_features, in_features)``, bool or 0/1 (1 = keep), on the weight's device.
     """
-    _check_linear_input(layer, x)
-    weight = unpruned_weight(layer)
+    require_linear_input(layer, x)
+    weight = _unmasked(layer)
     mask = require_mask(mask, weight, "mask")
     reference = F.linear(x, weight, layer.bias)
     pruned = F.linear(x, weight * mask, layer.bias)
     return relative_error(reference, pruned)
 
 
-def error_vs_sparsity(
-    layer: nn.Linear, x: torch.Tensor, amounts: Sequence[float], mask_fn: MaskFn
-) -> list[float]:
-    """:func:`output_error` of ``layer`` on ``x`` for each fraction in ``amounts`` (a list of
-    fractions in [0, 1]).
-
-    ``mask_fn(weight, amount)`` returns the mask, e.g. ``sparsity.magnitude_mask``. Every mask
-    is computed from the unpruned weight, so nothing compounds.
-    """
-    _check_linear_input(layer, x)
-    amounts = _check_amounts(amounts)
-    require_callable(mask_fn, "mask_fn")
-    weight = unpruned_weight(layer)
-    return [output_error(layer, x, mask_fn(weight, a)) for a in amounts]
-
-
-def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, amounts: Sequence[float],
-                         prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
-    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``amounts`` (fractions in
-    [0, 1]) on ``x`` ``(n, features)`` and labels ``y`` ``(n,)``.
-
-    ``prune_fn(copy, amount)`` prunes the copy in place, e.g. ``pruning.prune_global``. The
-    model itself is never pruned, so nothing compounds. A model that already carries masks is
-    copied with them (:func:`pruning.copy_model`), and ``prune_fn`` prunes on top of them.
-    """
-    check_examples(model, x, y)
-    amounts = _check_amounts(amounts)
-    require_callable(prune_fn, "prune_fn")
-    results = []
-    for amount in amounts:
-        pruned = copy_model(model)
-        prune_fn(pruned, amount)
-        results.append(accuracy(pruned, x, y))
-    return results
-
-
-def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                     amounts: Sequence[float]) -> dict[str, list[float]]:
-    """For each Linear layer alone, accuracy when only that layer is pruned by magnitude.
-
-    Returns layer name -> one accuracy per fraction in ``amounts`` (fractions in [0, 1]). Use
-    validation data: the result is meant for choosing per-layer sparsities.
-    """
-    layers = linear_layers(model)
-    check_examples(model, x, y)
-    amounts = _check_amounts(amounts)
-    return {name: accuracy_vs_sparsity(model, x, y, amounts,
-                                       lambda m, a, name=name: prune_per_layer(m, {name: a}))
-            for name in layers}
-
-
 # --- size and speed ---------------------------------------------------------------------------
+
+
+def _unmasked(layer: nn.Module) -> torch.Tensor:
+    """``weight_orig`` of a pruned layer, else ``weight`` (detached)."""
+    return getattr(layer, "weight_orig", layer.weight).detach()
 
 
 def count_parameters(model: nn.Module) -> int:
     """Number of values the model stores as parameters (weights and biases; a pruned layer's
     ``weight_orig`` counts, its mask buffer does not)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    require_module(model, "model")
     return sum(p.numel() for p in model.parameters())
 
 
 def count_nonzero(model: nn.Module) -> int:
     """Number of non-zero weights and biases as the model computes with them (masks applied)."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    require_module(model, "model")
     total = 0
     for module in model.modules():
         for name, _ in module.named_parameters(recurse=False):
             total += int((getattr(module, name.removesuffix("_orig")) != 0).sum())
     return total
+
+
+@torch.no_grad()
+def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
+    """Multiply-adds of one call ``model(x)``, counted by ``torch.utils.flop_counter`` (FLOPs / 2).
+
+    It counts what runs: a masked weight is still multiplied, zeros and all (lesson 05's point),
+    while a slimmed layer is smaller and counts less. It knows matrix products (``nn.Linear``,
+    ``@``, attention's ``bmm`` and ``scaled_dot_product_attention``) and convolutions; element-wise
+    work (ReLU, softmax, LayerNorm, adding a bias) is not counted. ``x``: whatever ``model``
+    takes, e.g. ``(batch, features)``; the count is for the whole batch.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    require_module(model, "model")
+    require_tensor(x, "x")
+    with FlopCounterMode(display=False) as counter:
+        model(x)
+    return counter.get_total_flops() // 2
 
 
 def state_dict_bytes(model: nn.Module, compress: bool = False) -> int:
@@ -195,7 +135,7 @@ def csr_bytes(weight: torch.Tensor, index_dtype: torch.dtype = torch.int64) -> i
     return nnz * weight.element_size() + nnz * index_size + (weight.shape[0] + 1) * index_size
 
 
-def _benchmark_module():
+def benchmark_module():
     """``torch.utils.benchmark``, imported quietly. On a CUDA build of PyTorch with no GPU (Colab's
     CPU runtime, a pip install on Linux) the import makes ``torch.utils.cpp_extension`` say "No
     CUDA runtime is found", which is about compiling C++ extensions, not timing: a log record in
@@ -217,14 +157,26 @@ def _benchmark_module():
     return benchmark
 
 
-def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1) -> float:
-    """Median milliseconds of one call of ``fn()`` with ``torch.utils.benchmark`` (which runs it
-    repeatedly for at least ``min_run_time`` seconds, after a warm-up), on the current threads."""
+def latency_ms(fn: Callable[[], object], min_run_time: float = 0.1, calls: int | None = None) -> float:
+    """Median milliseconds of one call of ``fn()``, on the current threads.
+
+    By default ``torch.utils.benchmark`` times it (after a warm-up, repeatedly for at least
+    ``min_run_time`` seconds): the number to report. With ``calls=n`` it instead times ``n`` single
+    calls with ``time.perf_counter`` and returns their median, no warm-up: a quick, noisier
+    estimate for a widget that must redraw in milliseconds.
+    """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if isinstance(min_run_time, bool) or not isinstance(min_run_time, (int, float)) or not 0 < min_run_time < math.inf:
         raise ValueError(f"min_run_time must be a finite number of seconds > 0, got {min_run_time!r}")
-    timer = _benchmark_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
+    if calls is not None:
+        times = []
+        for _ in range(require_positive_int(calls, "calls")):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+    timer = benchmark_module().Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1000
 
 
@@ -247,32 +199,3 @@ def interleaved_latency_ms(fns: Mapping[str, Callable[[], object]], rounds: int 
         for name, fn in fns.items():
             times[name].append(latency_ms(fn, min_run_time))
     return {name: statistics.median(values[1:]) for name, values in times.items()}
-
-
-def storage_bytes(model: nn.Module, amount: float) -> dict[str, int]:
-    """Bytes to store ``model`` (an MLP-like model of Linear layers) pruned globally to overall
-    sparsity ``amount`` (a fraction in [0, 1]; masks it already carries count towards it, as in
-    :func:`pruning.prune_global_to`):
-
-    - ``dense``: the state_dict with zeros in it; ``masked``: prune's form (weight_orig + mask);
-    - ``csr_int64`` / ``csr_int32``: weights in CSR with 8- / 4-byte indices, plus biases;
-    - ``compressed``: the dense state_dict after zlib.
-    The model itself is not changed (each form is built on a copy).
-    """
-    from .pruning import prune_global_to, remove_masks
-
-    linear_layers(model)
-    amount = require_fraction(amount, "amount")
-    masked = copy_model(model)
-    prune_global_to(masked, amount)
-    for layer in linear_layers(masked).values():     # prune's form everywhere, even at amount 0
-        if "weight_mask" not in dict(layer.named_buffers(recurse=False)):
-            prune.identity(layer, "weight")
-    zeros = copy_model(masked)
-    remove_masks(zeros)
-    layers = linear_layers(zeros).values()
-    biases = sum(layer.bias.numel() * layer.bias.element_size() for layer in layers if layer.bias is not None)
-    return {"dense": state_dict_bytes(zeros), "masked": state_dict_bytes(masked),
-            "csr_int64": sum(csr_bytes(layer.weight.detach()) for layer in layers) + biases,
-            "csr_int32": sum(csr_bytes(layer.weight.detach(), torch.int32) for layer in layers) + biases,
-            "compressed": state_dict_bytes(zeros, compress=True)}

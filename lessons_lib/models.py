@@ -30,13 +30,3 @@ class MLP(nn.Module):
         for layer in self.layers[:-1]:
             x = F.relu(layer(x))
         return self.layers[-1](x)
-
-
-def linear_layers(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` in ``model`` by its module path, in order, e.g. ``{"layers.0": ...}``."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
-    if not layers:
-        raise ValueError(f"model must contain at least one nn.Linear, found none in {type(model).__name__}")
-    return layers

@@ -92,7 +92,7 @@ def plot_weight_histogram(
 
 
 def plot_error_vs_sparsity(
-    amounts: Sequence[float],
+    sparsities: Sequence[float],
     curves: Mapping[str, Sequence[float]],
     spreads: Mapping[str, Sequence[float]] | None = None,
     ax: Axes | None = None,
@@ -101,13 +101,13 @@ def plot_error_vs_sparsity(
     """One line per method: relative output error (y) against sparsity in percent (x).
 
     Args:
-        amounts: the sparsity fractions in [0, 1], length m.
+        sparsities: the sparsity fractions in [0, 1], length m.
         curves: method name -> m errors.
         spreads: optional method name -> m standard deviations, drawn as a band.
     """
-    _check_curves(amounts, curves, spreads)
+    _check_curves(sparsities, curves, spreads)
     ax = _axes(ax)
-    x = 100 * np.asarray(amounts, dtype=float)
+    x = 100 * np.asarray(sparsities, dtype=float)
     for name, ys in curves.items():
         ys = np.asarray(ys, dtype=float)
         (line,) = ax.plot(x, ys, marker="o", markersize=3, label=name)
@@ -122,23 +122,23 @@ def plot_error_vs_sparsity(
     return ax
 
 
-def _check_curves(amounts: object, curves: object, spreads: object = None) -> None:
-    """``amounts``: fractions in [0, 1]; ``curves`` (and ``spreads``): name -> one number per amount."""
-    if not isinstance(amounts, (list, tuple, np.ndarray)):
-        raise TypeError(f"amounts must be a list of fractions, got {type(amounts).__name__}")
+def _check_curves(sparsities: object, curves: object, spreads: object = None) -> None:
+    """``sparsities``: fractions in [0, 1]; ``curves`` (and ``spreads``): name -> one number per sparsity."""
+    if not isinstance(sparsities, (list, tuple, np.ndarray)):
+        raise TypeError(f"sparsities must be a list of fractions, got {type(sparsities).__name__}")
     curves = require_mapping(curves, "curves", "names to lists of values")
-    if len(amounts) == 0 or not curves:
-        raise ValueError("amounts and curves must both be non-empty")
-    for i, a in enumerate(amounts):
-        require_fraction(a, f"amounts[{i}]")
+    if len(sparsities) == 0 or not curves:
+        raise ValueError("sparsities and curves must both be non-empty")
+    for i, a in enumerate(sparsities):
+        require_fraction(a, f"sparsities[{i}]")
     spreads = {} if spreads is None else require_mapping(spreads, "spreads", "curve names to lists of values")
     if set(spreads) - set(curves):
         raise ValueError(f"spreads must name curves that exist, got {sorted(set(spreads) - set(curves))}")
     for name, ys in {**curves, **spreads}.items():
         if not hasattr(ys, "__len__") or isinstance(ys, str):
             raise TypeError(f"curve {name!r} must be a list of numbers, got {type(ys).__name__}")
-        if len(ys) != len(amounts):
-            raise ValueError(f"curve {name!r} must have {len(amounts)} values (one per amount), got {len(ys)}")
+        if len(ys) != len(sparsities):
+            raise ValueError(f"curve {name!r} must have {len(sparsities)} values (one per sparsity), got {len(ys)}")
 
 
 def plot_pruned_layer(weight: torch.Tensor, mask: torch.Tensor, axes: Sequence[Axes] | None = None):
@@ -174,32 +174,35 @@ def plot_plans(plans: Mapping[str, Sequence[tuple[int, float]]], epochs: int, ax
     return ax
 
 
-def plot_accuracy_vs_sparsity(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
+def plot_accuracy_vs_sparsity(sparsities: Sequence[float], curves: Mapping[str, Sequence[float]],
                               spreads: Mapping[str, Sequence[float]] | None = None, ax: Axes | None = None,
-                              title: str = "accuracy vs sparsity", chance: float | None = None) -> Axes:
-    """Accuracy in percent (y) against sparsity in percent (x, ``amounts`` are fractions in
-    [0, 1]), one line per method; ``chance``
-    (a fraction in [0, 1]) draws the chance level."""
-    _check_curves(amounts, curves, spreads)
+                              title: str = "accuracy vs sparsity", chance: float | None = None,
+                              ylabel: str = "test accuracy (%)") -> Axes:
+    """Accuracy in percent (y, labelled ``ylabel``) against sparsity in percent (x, ``sparsities``
+    are fractions in [0, 1]), one line per method; ``chance`` (a fraction in [0, 1]) draws the
+    chance level."""
+    _check_curves(sparsities, curves, spreads)
     if chance is not None:
         require_fraction(chance, "chance")
-    ax = plot_error_vs_sparsity(amounts, {k: [100 * v for v in vs] for k, vs in curves.items()},
+    ax = plot_error_vs_sparsity(sparsities, {k: [100 * v for v in vs] for k, vs in curves.items()},
                                 spreads={k: [100 * v for v in vs] for k, vs in (spreads or {}).items()},
                                 ax=ax, title=title)
-    ax.set_ylabel("test accuracy (%)")
+    if not isinstance(ylabel, str):
+        raise TypeError(f"ylabel must be a str, got {type(ylabel).__name__} {ylabel!r}")
+    ax.set_ylabel(ylabel)
     if chance is not None:
         ax.axhline(100 * chance, color="gray", linestyle=":", label="chance")
         ax.legend()
     return ax
 
 
-def plot_latency(amounts: Sequence[float], curves: Mapping[str, Sequence[float]],
+def plot_latency(sparsities: Sequence[float], curves: Mapping[str, Sequence[float]],
                  reference: float | None = None, ax: Axes | None = None, title: str = "latency vs sparsity") -> Axes:
-    """Milliseconds (log scale, y) against sparsity in percent (x); ``amounts`` are fractions in
-    [0, 1], ``curves`` name -> ms per amount, ``reference`` a dense time line (ms > 0)."""
+    """Milliseconds (log scale, y) against sparsity in percent (x); ``sparsities`` are fractions in
+    [0, 1], ``curves`` name -> ms per sparsity, ``reference`` a dense time line (ms > 0)."""
     if reference is not None:
         require_number(reference, "reference", positive=True)
-    ax = plot_error_vs_sparsity(amounts, curves, ax=ax, title=title)
+    ax = plot_error_vs_sparsity(sparsities, curves, ax=ax, title=title)
     ax.set_yscale("log")
     ax.set_ylabel("time per call (ms, log scale)")
     if reference is not None:

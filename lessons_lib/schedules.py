@@ -1,7 +1,7 @@
 """Pruning schedules: when to prune, and to what sparsity, during fine-tuning.
 
-A *plan* is a list of ``(epoch, target_sparsity)`` pairs: at the start of that epoch the model
-is pruned globally until its overall sparsity reaches the target. Three plans with the same
+A *plan* is a list of ``(epoch, sparsity)`` pairs: at the start of that epoch the model is
+pruned globally until its overall sparsity reaches that value. Three plans with the same
 training budget:
 
 - one-shot: everything at epoch 0, then fine-tune;
@@ -10,8 +10,8 @@ training budget:
 - gradual (cubic): Zhu & Gupta (2017), "To prune, or not to prune", arXiv:1710.01878. Sparsity
   rises fast at first, when many redundant weights can go, and slowly near the end.
 
-Targets and ``final`` are fractions in [0, 1] (floats; the int 1 is refused as ambiguous).
-A plan prunes at least once, at most once per epoch, at int epochs, to targets that never
+Every sparsity is a fraction in [0, 1] (a float; the int 1 is refused as ambiguous). A plan
+prunes at least once, at most once per epoch, at int epochs, to sparsities that never
 decrease (:func:`check_plan`).
 """
 
@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from .data import Split
-from .models import MLP, linear_layers
-from .pruning import _linear_sparsity, get_masks, layer_sparsities, prune_global_to, prune_layerwise_to
+from .models import MLP
+from .pruning import get_masks, layer_sparsities, linear_layers, model_sparsity, prune_global, prune_layerwise
 from .repro import seed_everything
 from .training import accuracy, check_split, train, train_together
 from .validate import is_sequence, require_fraction, require_int, require_lr, require_number, require_positive_int
@@ -35,78 +35,81 @@ Plan = list[tuple[int, float]]
 
 
 def check_plan(plan: object, epochs: int) -> dict[int, float]:
-    """``plan`` as ``{epoch: target}`` if it is a valid plan for ``epochs`` epochs, else a clear error.
+    """``plan`` as ``{epoch: sparsity}`` if it is a valid plan for ``epochs`` epochs, else a clear error.
 
-    A plan is a non-empty list of ``(epoch, target)`` pairs: int epochs in ``[0, epochs)``, each
+    A plan is a non-empty list of ``(epoch, sparsity)`` pairs: int epochs in ``[0, epochs)``, each
     at most once (one pruning per epoch), fractions in [0, 1] that never decrease over the epochs.
     """
     epochs = require_positive_int(epochs, "epochs")
     if not is_sequence(plan):
-        raise TypeError(f"plan must be a list of (epoch, target) pairs, got {type(plan).__name__}")
+        raise TypeError(f"plan must be a list of (epoch, sparsity) pairs, got {type(plan).__name__}")
     if len(plan) == 0:
-        raise ValueError("plan must hold at least one (epoch, target) pair: a plan that never prunes "
+        raise ValueError("plan must hold at least one (epoch, sparsity) pair: a plan that never prunes "
                          "is plain training (training.train)")
     targets: dict[int, float] = {}
     for i, pair in enumerate(plan):
         if not is_sequence(pair) or len(pair) != 2:
-            raise TypeError(f"plan[{i}] must be an (epoch, target) pair, got {pair!r}")
+            raise TypeError(f"plan[{i}] must be an (epoch, sparsity) pair, got {pair!r}")
         epoch = require_int(pair[0], f"plan[{i}]'s epoch")
         if not 0 <= epoch < epochs:
             raise ValueError(f"plan epochs must be in [0, {epochs}), got {sorted(e for e, _ in plan)}")
         if epoch in targets:
-            raise ValueError(f"plan prunes twice in epoch {epoch}: give each epoch at most one target, got {plan}")
-        targets[epoch] = require_fraction(pair[1], f"plan[{i}]'s target")
+            raise ValueError(f"plan prunes twice in epoch {epoch}: give each epoch at most one sparsity, got {plan}")
+        targets[epoch] = require_fraction(pair[1], f"plan[{i}]'s sparsity")
     ordered = [targets[e] for e in sorted(targets)]
     if ordered != sorted(ordered):
-        raise ValueError(f"plan targets must not decrease over the epochs (masks are never undone), got {plan}")
+        raise ValueError(f"plan sparsities must not decrease over the epochs (masks are never undone), got {plan}")
     return targets
 
 
-def cubic_sparsity(step: float, final: float, start: float, end: float, initial: float = 0.0) -> float:
-    """Zhu & Gupta's schedule: ``final + (initial - final) * (1 - (step - start) / (end - start)) ** 3``.
+def cubic_sparsity(step: float, final_sparsity: float, start: float, end: float,
+                   initial_sparsity: float = 0.0) -> float:
+    """Zhu & Gupta's schedule, with s_f = ``final_sparsity`` and s_i = ``initial_sparsity``:
+    ``s_f + (s_i - s_f) * (1 - (step - start) / (end - start)) ** 3``.
 
-    ``initial`` before ``start``, ``final`` from ``end`` on, a cubic rise in between.
-    ``final`` and ``initial`` are fractions in [0, 1] with ``initial <= final``; ``step``,
-    ``start`` and ``end`` finite numbers with ``start < end``.
+    s_i before ``start``, s_f from ``end`` on, a cubic rise in between. Both are fractions in
+    [0, 1] with s_i <= s_f; ``step``, ``start`` and ``end`` finite numbers with ``start < end``.
     """
-    final, initial = require_fraction(final, "final"), require_fraction(initial, "initial")
+    final = require_fraction(final_sparsity, "final_sparsity")
+    initial = require_fraction(initial_sparsity, "initial_sparsity")
     for value, name in ((step, "step"), (start, "start"), (end, "end")):
         require_number(value, name)
     if initial > final:
-        raise ValueError(f"initial must be <= final (sparsity only rises), got initial={initial}, final={final}")
+        raise ValueError(f"initial_sparsity must be <= final_sparsity (sparsity only rises), got "
+                         f"initial_sparsity={initial}, final_sparsity={final}")
     if not end > start:
         raise ValueError(f"end must be greater than start, got start={start!r}, end={end!r}")
     progress = min(max((step - start) / (end - start), 0.0), 1.0)
     return final + (initial - final) * (1.0 - progress) ** 3
 
 
-def one_shot_plan(final: float) -> Plan:
-    """Prune to ``final`` (a fraction in [0, 1]) at epoch 0."""
-    return [(0, require_fraction(final, "final"))]
+def one_shot_plan(sparsity: float) -> Plan:
+    """Prune to ``sparsity`` (a fraction in [0, 1]) at epoch 0."""
+    return [(0, require_fraction(sparsity, "sparsity"))]
 
 
-def iterative_plan(final: float, epochs: int, steps: int) -> Plan:
+def iterative_plan(sparsity: float, epochs: int, steps: int) -> Plan:
     """``steps`` prunings at epochs ``0, epochs/steps, ...``; after step k the sparsity is
-    ``1 - (1 - final) ** (k / steps)``, so every step keeps the same fraction of the survivors.
-    ``final`` is a fraction in [0, 1]."""
-    final = require_fraction(final, "final")
+    ``1 - (1 - sparsity) ** (k / steps)``, so every step keeps the same fraction of the survivors.
+    ``sparsity`` is a fraction in [0, 1]."""
+    sparsity = require_fraction(sparsity, "sparsity")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
     if steps > epochs:
         raise ValueError(f"steps must be <= epochs ({epochs}), got {steps}")
-    return [(round(k * epochs / steps), 1 - (1 - final) ** ((k + 1) / steps)) for k in range(steps)]
+    return [(round(k * epochs / steps), 1 - (1 - sparsity) ** ((k + 1) / steps)) for k in range(steps)]
 
 
-def cubic_plan(final: float, epochs: int, steps: int, end: int | None = None) -> Plan:
+def cubic_plan(sparsity: float, epochs: int, steps: int, end: int | None = None) -> Plan:
     """``steps`` prunings at equally spaced epochs in ``[0, end)`` following :func:`cubic_sparsity`
-    from 0 (before epoch 0) to ``final`` (a fraction in [0, 1], at the last pruning); the epochs
+    from 0 (before epoch 0) to ``sparsity`` (a fraction in [0, 1], at the last pruning); the epochs
     after it recover. ``end`` defaults to two thirds of ``epochs``."""
-    final = require_fraction(final, "final")
+    sparsity = require_fraction(sparsity, "sparsity")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
     end = round(2 * epochs / 3) if end is None else require_positive_int(end, "end")
     if not steps <= end <= epochs:
         raise ValueError(f"end must be in [steps, epochs] = [{steps}, {epochs}], got {end}")
     spacing = end / steps
-    return [(round(k * spacing), cubic_sparsity((k + 1) * spacing, final, 0.0, end)) for k in range(steps)]
+    return [(round(k * spacing), cubic_sparsity((k + 1) * spacing, sparsity, 0.0, end)) for k in range(steps)]
 
 
 def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: float = 1e-3,
@@ -114,28 +117,28 @@ def train_with_plan(model: nn.Module, data: Split, plan: Plan, epochs: int, lr: 
                     scope: str = "global") -> list[float]:
     """Fine-tune ``model`` for ``epochs``, pruning as ``plan`` says; masks stay in force.
 
-    ``scope="global"`` prunes all Linear weights against one threshold (:func:`prune_global_to`);
-    ``scope="layer-wise"`` brings every layer to the target (:func:`prune_layerwise_to`).
+    ``scope="global"`` prunes all Linear weights against one threshold (:func:`pruning.prune_global`);
+    ``scope="layer-wise"`` brings every layer to the target (:func:`pruning.prune_layerwise`).
     Returns the validation accuracy after each epoch (see :func:`training.train`).
 
-    Every argument, the whole plan included, is checked before the first step: a bad target
+    Every argument, the whole plan included, is checked before the first step: a bad sparsity
     late in the plan raises before any training or pruning.
     """
     if scope not in ("global", "layer-wise"):
         raise ValueError(f"scope must be 'global' or 'layer-wise', got {scope!r}")
-    prune_to = prune_global_to if scope == "global" else prune_layerwise_to
-    layers = linear_layers(model)
+    prune_to = prune_global if scope == "global" else prune_layerwise
+    linear_layers(model)
     epochs = require_positive_int(epochs, "epochs")
     require_lr(lr)
     require_int(seed, "seed", 0)
     targets = check_plan(plan, epochs)
     if max(targets.values()) == 0:
-        raise ValueError(f"plan never prunes (every target is 0), got {plan}: use training.train for that")
+        raise ValueError(f"plan never prunes (every sparsity is 0), got {plan}: use training.train for that")
     check_split(data, model)
-    now = _linear_sparsity(layers) if scope == "global" else max(layer_sparsities(model).values(), default=0.0)
+    now = model_sparsity(model) if scope == "global" else max(layer_sparsities(model).values(), default=0.0)
     first = targets[min(targets)]
     if first < now - 1e-9:
-        raise ValueError(f"plan's first target {first} is below the model's current {scope} sparsity "
+        raise ValueError(f"plan's first sparsity {first} is below the model's current {scope} sparsity "
                          f"{now:.4f}; masks are never undone")
 
     def prune_on_schedule(epoch: int) -> None:
@@ -162,7 +165,7 @@ class ScheduleComparison(NamedTuple):
     seed: int
     dense: float                                   # the trained dense model
     control: float                                 # the dense model trained for the extra epochs too
-    accuracy: dict[tuple[str, float], float]       # (method, target sparsity) -> accuracy
+    accuracy: dict[tuple[str, float], float]       # (method, sparsity) -> accuracy
     masks: dict[tuple[str, float], dict[str, torch.Tensor]]   # the final masks of each run
     init_state: dict[str, torch.Tensor]            # the dense model's weights before training
 
@@ -170,9 +173,9 @@ class ScheduleComparison(NamedTuple):
 METHODS = ("no fine-tuning", "one-shot", "iterative", "cubic")
 
 
-def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float], epochs: int = 30,
+def compare_schedules(data: Split, seeds: Sequence[int], sparsities: Sequence[float], epochs: int = 30,
                       steps: int = 5, pretrain_epochs: int = 30, progress: bool = False) -> list[ScheduleComparison]:
-    """For each seed, train a dense MLP, then reach each target sparsity (a fraction in [0, 1])
+    """For each seed, train a dense MLP, then reach each sparsity in ``sparsities`` (fractions in [0, 1])
     four ways, on a copy each:
 
     - "no fine-tuning": one-shot global pruning, nothing else;
@@ -186,15 +189,15 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
 
     Each run is what :func:`train_with_plan` gives alone (up to float rounding), but all runs of
     a phase train together (:func:`training.train_together`), which is what lets 5 seeds x 4
-    targets x 3 schedules run in well under a minute on one CPU core.
+    sparsities x 3 schedules run in well under a minute on one CPU core.
     """
-    for name, values in (("seeds", seeds), ("targets", targets)):
+    for name, values in (("seeds", seeds), ("sparsities", sparsities)):
         if not is_sequence(values):
             raise TypeError(f"{name} must be a list, got {type(values).__name__} {values!r}")
     seeds = [require_int(s, f"seeds[{i}]", 0) for i, s in enumerate(seeds)]
-    targets = [require_fraction(t, f"targets[{i}]") for i, t in enumerate(targets)]
-    if not seeds or not targets:
-        raise ValueError(f"seeds and targets must not be empty, got {seeds} and {targets}")
+    sparsities = [require_fraction(t, f"sparsities[{i}]") for i, t in enumerate(sparsities)]
+    if not seeds or not sparsities:
+        raise ValueError(f"seeds and sparsities must not be empty, got {seeds} and {sparsities}")
     check_split(data)
     require_positive_int(pretrain_epochs, "pretrain_epochs")
     epochs, steps = require_positive_int(epochs, "epochs"), require_positive_int(steps, "steps")
@@ -214,12 +217,12 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
     for i in range(len(seeds)):
         runs.append((i, "control", None, copy.deepcopy(dense[i]), {}))
         runs += [(i, method, target, copy.deepcopy(dense[i]), dict(plan(target)))
-                 for target in targets for method, plan in plans.items()]
+                 for target in sparsities for method, plan in plans.items()]
 
     def prune_on_schedule(epoch: int) -> None:
         for _, _, _, model, plan in runs:
             if epoch in plan:
-                prune_global_to(model, plan[epoch])
+                prune_global(model, plan[epoch])
 
     train_together([run[3] for run in runs], data, epochs, [seeds[run[0]] + 1000 for run in runs],
                    on_epoch_start=prune_on_schedule, progress=progress, desc="fine-tuning")
@@ -227,9 +230,9 @@ def compare_schedules(data: Split, seeds: Sequence[int], targets: Sequence[float
     results = []
     for i, seed in enumerate(seeds):
         acc, masks = {}, {}
-        for target in targets:
+        for target in sparsities:
             pruned = copy.deepcopy(dense[i])
-            prune_global_to(pruned, target)
+            prune_global(pruned, target)
             acc["no fine-tuning", target] = accuracy(pruned, data.x_test, data.y_test)
             masks["no fine-tuning", target] = get_masks(pruned)
         for j, method, target, model, _ in runs:

@@ -1,6 +1,8 @@
-"""Masks and sparsity: how to choose which weights go, and how much of a model is zero.
+"""Masks on one weight tensor: which entries go (magnitude, random, N:M, Wanda-style), and how
+much of a tensor is zero. Model-level pruning and a model's sparsity are in ``pruning``.
 
-The masks here are plain tensors (True = keep). To apply one to a module, use torch's own
+``sparsity`` is always the fraction of entries zeroed, in [0, 1]. The masks here are plain
+tensors (True = keep). To apply one to a module, use torch's own
 ``torch.nn.utils.prune.custom_from_mask``; for the usual magnitude criterion,
 ``prune.l1_unstructured`` computes exactly the mask :func:`magnitude_mask` does.
 """
@@ -8,23 +10,26 @@ The masks here are plain tensors (True = keep). To apply one to a module, use to
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .validate import amount_to_count, is_sequence, require_parameter, require_tensor
+from .validate import require_fraction, require_generator, require_parameter, require_tensor
 
 
-def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
+def _count(sparsity: object, n: int) -> int:
+    """How many of ``n`` entries a ``sparsity`` (a fraction in [0, 1]) zeroes: ``round(sparsity * n)``,
+    Python's round (halves to even), exactly as ``torch.nn.utils.prune`` rounds a float amount."""
+    return round(require_fraction(sparsity, "sparsity") * n)
+
+
+def magnitude_mask(weight: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep the largest-magnitude entries of ``weight``; prune the rest.
 
     Args:
         weight: any shape, e.g. ``(out_features, in_features)`` for a Linear layer.
-        amount: a float fraction in [0, 1] (prunes ``round(amount * weight.numel())`` entries,
-            Python's round, halves to even, exactly as ``torch.nn.utils.prune``) or an int count
-            of entries in [0, n] (this function takes counts, like ``prune``). The int 1 is
-            refused as ambiguous: write ``1.0`` to prune everything.
+        sparsity: the fraction of entries to prune, in [0, 1]: ``round(sparsity * weight.numel())``
+            of them (Python's round, halves to even, as ``torch.nn.utils.prune`` rounds).
 
     Returns:
         A bool tensor with ``weight``'s shape; True = keep. It has exactly the requested
@@ -36,7 +41,7 @@ def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
     ``torch.topk``, so with ties the two masks can differ in *which* entries, never in how many.
     """
     weight = require_tensor(weight, "weight")
-    k = amount_to_count(amount, weight.numel())
+    k = _count(sparsity, weight.numel())
     scores = weight.detach().abs().flatten()                     # (n,)
     order = torch.sort(scores, stable=True).indices              # smallest first, ties by index
     keep = torch.ones_like(scores, dtype=torch.bool)
@@ -45,14 +50,13 @@ def magnitude_mask(weight: torch.Tensor, amount: float | int) -> torch.Tensor:
 
 
 def random_mask(
-    weight: torch.Tensor, amount: float | int, generator: torch.Generator | None = None
+    weight: torch.Tensor, sparsity: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
     """Prune a uniformly random set of entries: the baseline any criterion must beat.
 
     Args:
         weight: any shape; only its shape and size are used.
-        amount: a float fraction in [0, 1] or an int count of entries, as in :func:`magnitude_mask`
-            (the int 1 is refused as ambiguous: write 1.0 to prune everything).
+        sparsity: the fraction of entries to prune, in [0, 1], as in :func:`magnitude_mask`.
         generator: optional ``torch.Generator`` (on the CPU) for a repeatable draw.
 
     Returns:
@@ -60,16 +64,15 @@ def random_mask(
         requested number of False entries.
     """
     weight = require_tensor(weight, "weight")
-    k = amount_to_count(amount, weight.numel())
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
+    k = _count(sparsity, weight.numel())
+    require_generator(generator)
     chosen = torch.randperm(weight.numel(), generator=generator)[:k].to(weight.device)
     keep = torch.ones(weight.numel(), dtype=torch.bool, device=weight.device)
     keep[chosen] = False
     return keep.view(weight.shape)
 
 
-def sparsity(tensor: torch.Tensor) -> float:
+def tensor_sparsity(tensor: torch.Tensor) -> float:
     """Fraction of entries of ``tensor`` that are exactly zero, in [0, 1]."""
     tensor = require_tensor(tensor, "tensor")
     return (tensor == 0).sum().item() / tensor.numel()
@@ -83,71 +86,6 @@ def unpruned_weight(module: nn.Module, name: str = "weight") -> torch.Tensor:
     require_parameter(module, name)
     params = dict(module.named_parameters(recurse=False))
     return params.get(name + "_orig", params.get(name)).detach()
-
-
-class LayerSparsity(NamedTuple):
-    """One row of :func:`sparsity_report`."""
-
-    layer: str          # module path, e.g. "fc1" or "blocks.0.ffn.0"
-    shape: tuple        # shape of the weight
-    total: int          # number of weights
-    zeros: int          # how many are exactly zero (masked or removed)
-
-    @property
-    def sparsity(self) -> float:
-        """``zeros / total``; a layer with no weights at all counts as 0 (nothing is pruned)."""
-        return self.zeros / self.total if self.total else 0.0
-
-
-def sparsity_report(model: nn.Module, name: str = "weight") -> list[LayerSparsity]:
-    """Per-layer zeros of every module in ``model`` that has a parameter called ``name``.
-
-    Works before pruning, while masks are attached (it reads the masked ``weight``) and after
-    ``prune.remove``. Biases are not counted: pruning methods leave them alone. A layer with no
-    weights at all (a GPT layer pruned to 0 heads or 0 FFN neurons) has no sparsity and no row.
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a str (a parameter name), got {type(name).__name__} {name!r}")
-    rows = []
-    for path, module in model.named_modules():
-        own = dict(module.named_parameters(recurse=False))
-        if name in own or name + "_orig" in own:
-            weight = getattr(module, name)
-            if weight.numel() == 0:
-                continue
-            rows.append(LayerSparsity(path or type(module).__name__, tuple(weight.shape),
-                                      weight.numel(), int((weight == 0).sum())))
-    if not rows:
-        raise ValueError(f"model has no module with a parameter named {name!r} (holding at least one entry)")
-    return rows
-
-
-def model_sparsity(model: nn.Module, name: str = "weight") -> float:
-    """Overall fraction of zeros over all ``name`` parameters in ``model`` (biases excluded)."""
-    rows = sparsity_report(model, name)
-    return sum(r.zeros for r in rows) / sum(r.total for r in rows)
-
-
-def format_sparsity_report(rows: list[LayerSparsity]) -> str:
-    """A fixed-width table of :func:`sparsity_report` rows, with a total line."""
-    if not is_sequence(rows):
-        raise TypeError(f"rows must be a list of LayerSparsity (from sparsity_report), got {type(rows).__name__}")
-    if not rows:
-        raise ValueError("rows must hold at least one LayerSparsity, got an empty list")
-    if not all(isinstance(r, LayerSparsity) for r in rows):
-        raise TypeError(f"rows must hold LayerSparsity rows (from sparsity_report), got "
-                        f"{sorted({type(r).__name__ for r in rows})}")
-    width = max(len("total"), *(len(r.layer) for r in rows))
-    lines = [f"{'layer':<{width}}  {'shape':>12}  {'weights':>9}  {'zeros':>9}  sparsity"]
-    for r in rows:
-        shape = "x".join(map(str, r.shape))
-        lines.append(f"{r.layer:<{width}}  {shape:>12}  {r.total:>9,}  {r.zeros:>9,}  {r.sparsity:>7.1%}")
-    total, zeros = sum(r.total for r in rows), sum(r.zeros for r in rows)
-    lines.append(f"{'total':<{width}}  {'':>12}  {total:>9,}  {zeros:>9,}  {zeros / max(total, 1):>7.1%}")
-    return "\n".join(lines)
-
 
 
 def n_m_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
@@ -174,3 +112,35 @@ def n_m_mask(weight: torch.Tensor, n: int = 2, m: int = 4) -> torch.Tensor:
     top = groups.topk(n, dim=-1).indices                                  # (out, in/m, n)
     keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
     return keep.reshape(weight.shape)
+
+
+def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, sparsity: float) -> torch.Tensor:
+    """Activation-aware mask in the spirit of Wanda (Sun et al., 2023, arXiv:2306.11695).
+
+    Score ``|W_ij| * ||X_j||`` and prune the ``round(sparsity * in_features)`` lowest scores *within
+    each output row*. With ``norms=None`` the score is plain ``|W_ij|`` (row-wise magnitude).
+
+    Args:
+        weight: ``(out_features, in_features)``; norms: ``(in_features,)`` from :func:`pruning.input_norms`.
+        sparsity: the fraction of each row to prune, in [0, 1].
+
+    Returns:
+        bool ``(out_features, in_features)``, True = keep.
+    """
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        raise ValueError(f"weight must be a 2-D tensor, got {getattr(weight, 'shape', type(weight).__name__)}")
+    if norms is not None and not isinstance(norms, torch.Tensor):
+        raise TypeError(f"norms must be a torch.Tensor or None, got {type(norms).__name__}")
+    if norms is not None and norms.shape != (weight.shape[1],):
+        raise ValueError(f"norms must have shape ({weight.shape[1]},) (one per input feature), "
+                         f"got {tuple(norms.shape)}")
+    if norms is not None and not torch.isfinite(norms).all():
+        raise ValueError("norms must be finite (no NaN or inf): a NaN score would rank arbitrarily")
+    if norms is not None and norms.device != weight.device:
+        raise ValueError(f"norms must be on the weight's device {weight.device}, got {norms.device}")
+    scores = weight.detach().abs() * (1 if norms is None else norms[None, :])
+    k = _count(sparsity, weight.shape[1])
+    keep = torch.ones_like(scores, dtype=torch.bool)
+    if k:
+        keep.scatter_(1, scores.topk(k, dim=1, largest=False).indices, False)
+    return keep

@@ -1,4 +1,7 @@
-"""Structured pruning: scoring whole neurons, and removing them so layers get physically smaller.
+"""Structured pruning of the MLP: scoring whole hidden neurons, and removing them.
+
+Scores and kept indices are dicts keyed by the name of the Linear layer whose *outputs* the
+neurons are: ``"layers.0"`` is the first hidden layer (see the package's "Words").
 
 A hidden neuron ``i`` of ``nn.Linear`` layer ``L`` is row ``i`` of ``L.weight`` (and ``L.bias[i]``);
 what it feeds is column ``i`` of the *next* layer's weight. Removing the neuron means deleting
@@ -13,101 +16,16 @@ model computes exactly what the masked one does (see :func:`slim_mlp` for the pr
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils import prune
 
 from .models import MLP
-from .validate import require_gradients, require_positive_int, require_tensor
-
-Activation = Callable[[torch.Tensor], torch.Tensor]
-
-
-# --- checks shared with gpt_structured ------------------------------------------------------------
-
-def _current(module: nn.Module, name: str) -> torch.Tensor | None:
-    """``module``'s tensor ``name`` as its forward uses it, detached (``None`` if it has none).
-
-    Under a ``torch.nn.utils.prune`` mask that is ``name_orig * name_mask``: the plain ``name``
-    attribute is only refreshed by a forward pass, so it is stale after an optimizer step.
-    """
-    orig, mask = module._parameters.get(name + "_orig"), module._buffers.get(name + "_mask")
-    if orig is not None and mask is not None:
-        return (orig * mask).detach()
-    value = getattr(module, name, None)
-    return None if value is None else value.detach()
-
-
-def _refuse_foreign_hooks(model: nn.Module, name: str = "model") -> None:
-    """Slimming copies weights, not hooks: refuse forward hooks other than pruning masks."""
-    for path, module in model.named_modules():
-        hooks = [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
-        if any(not isinstance(hook, prune.BasePruningMethod) for hook in hooks):
-            raise ValueError(f"{name} has a forward hook on {path or type(module).__name__!r}: the slim model "
-                             "would not run it and would compute something else; remove the hook first")
-
-
-def _is_int(value: object) -> bool:
-    """An int index: a Python or numpy int, or a 0-d integer tensor (not a bool, not a float)."""
-    if isinstance(value, torch.Tensor):
-        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
-            and value.dtype != torch.bool
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _check_indices(keep: object, width: int, name: str, allow_empty: bool = False) -> torch.Tensor:
-    """``keep`` as a 1-D int64 CPU tensor of distinct indices in ``[0, width)``.
-
-    Accepts a list, tuple or range of ints, a 1-D integer tensor or numpy array. Refuses floats
-    (``[0.5, 1.7]`` is not "rows 0 and 1"), bools (a mask is not a list of indices), repeats,
-    indices out of range and, unless ``allow_empty``, an empty selection.
-    """
-    if isinstance(keep, list | tuple | range):
-        odd = [i for i in keep if not _is_int(i)]
-        if odd:
-            raise TypeError(f"{name} must hold int indices, got {odd[0]!r} ({type(odd[0]).__name__})")
-        values = [int(i) for i in keep]
-        if values and (min(values) < 0 or max(values) >= width):   # before torch.tensor: 10**20 overflows it
-            raise ValueError(f"{name} must hold indices in [0, {width - 1}], got min {min(values)}, max {max(values)}")
-        keep = torch.tensor(values, dtype=torch.long)
-    elif isinstance(keep, np.ndarray):
-        keep = torch.from_numpy(keep) if keep.dtype.kind in "iub" else keep
-    if not isinstance(keep, torch.Tensor):
-        raise TypeError(f"{name} must be a list or 1-D tensor of int indices, got {type(keep).__name__} {keep!r:.60}")
-    if keep.dtype == torch.bool:
-        raise TypeError(f"{name} must hold indices, got a bool tensor (a mask?): pass mask.nonzero().flatten()")
-    if keep.is_floating_point() or keep.is_complex():
-        raise TypeError(f"{name} must hold int indices, got dtype {keep.dtype} ({keep.tolist()!r:.60})")
-    if keep.dim() != 1:
-        raise ValueError(f"{name} must be 1-D (one index per kept unit), got shape {tuple(keep.shape)}")
-    if keep.numel() == 0 and not allow_empty:
-        raise ValueError(f"{name} must keep at least one index, got none")
-    keep = keep.detach().to("cpu", torch.long)
-    if keep.numel() and (keep.min() < 0 or keep.max() >= width):
-        raise ValueError(f"{name} must hold indices in [0, {width - 1}], got min {int(keep.min())}, "
-                         f"max {int(keep.max())}")
-    if keep.unique().numel() != keep.numel():
-        raise ValueError(f"{name} must not repeat an index, got {keep.tolist()!r:.60}")
-    return keep
-
-
-def _check_scores(scores: object, name: str, allow_empty: bool = False) -> torch.Tensor:
-    """``scores`` if it is a 1-D real tensor (one score per unit) with no NaN."""
-    if not isinstance(scores, torch.Tensor):
-        raise TypeError(f"{name} must be a 1-D torch.Tensor of scores, got {type(scores).__name__}")
-    if scores.dtype == torch.bool or scores.is_complex():
-        raise TypeError(f"{name} must hold real scores, got dtype {scores.dtype}")
-    if scores.dim() != 1 or (scores.numel() == 0 and not allow_empty):
-        raise ValueError(f"{name} must be 1-D with one score per unit, got shape {tuple(scores.shape)}")
-    if scores.is_floating_point() and scores.isnan().any():
-        raise ValueError(f"{name} holds NaN (index {int(scores.isnan().nonzero()[0])}): NaN cannot be ranked")
-    return scores.detach()
-
+from .pruning import masked_weight
+from .slimming import Activation, refuse_foreign_hooks, require_activation, slim_linear, slim_linear_pair
+from .validate import require_gradients, require_indices
 
 # --- checks for the MLP ---------------------------------------------------------------------------
 
@@ -128,7 +46,7 @@ def _require_mlp(model: object, name: str = "model") -> MLP:
 
 def _check_features(model: MLP, x: object, name: str = "x") -> torch.Tensor:
     """``x`` if it is a ``(n, in_features)`` batch (n >= 1) of the model's dtype and device."""
-    features, weight = model.layers[0].in_features, _current(model.layers[0], "weight")
+    features, weight = model.layers[0].in_features, masked_weight(model.layers[0], "weight")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (n, {features}), got {type(x).__name__}")
     if x.dim() != 2 or x.shape[0] == 0 or x.shape[1] != features:
@@ -154,25 +72,6 @@ def _check_labels(model: MLP, x: torch.Tensor, y: object, name: str = "y") -> to
     return y.long()
 
 
-def _check_activation(activation: object, name: str = "activation") -> Activation | None:
-    """``activation`` if it is ``None`` or maps a tensor to a tensor of the same shape."""
-    if activation is None:
-        return None
-    if not callable(activation):
-        raise TypeError(f"{name} must be None or a callable such as torch.relu, "
-                        f"got {type(activation).__name__} {activation!r:.40}")
-    probe = torch.linspace(-2.0, 2.0, 9)
-    try:
-        out = activation(probe)
-    except Exception as error:   # noqa: BLE001 - any failure means it is not an element-wise activation
-        raise TypeError(f"{name} must map a tensor to a tensor like torch.relu; calling {activation!r:.40} "
-                        f"on one raised {type(error).__name__}: {error}") from error
-    if not isinstance(out, torch.Tensor) or out.shape != probe.shape:
-        raise TypeError(f"{name} must map a tensor to a tensor of the same shape like torch.relu, "
-                        f"{activation!r:.40} returned {type(out).__name__}")
-    return activation
-
-
 # --- scores ---------------------------------------------------------------------------------------
 
 def _hidden_activations(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
@@ -184,123 +83,64 @@ def _hidden_activations(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
-def importance_l2(model: MLP) -> list[torch.Tensor]:
-    """L2 norm of each hidden neuron's incoming weights (row norms): a list of ``(width,)``."""
+def _hidden_names(model: MLP) -> list[str]:
+    """The names of the hidden layers, ``["layers.0", "layers.1", ...]`` (every layer but the last)."""
+    return [f"layers.{i}" for i in range(len(model.layers) - 1)]
+
+
+def neuron_scores_l2(model: MLP) -> dict[str, torch.Tensor]:
+    """L2 norm of each hidden neuron's incoming weights (row norms): name -> ``(width,)``."""
     _require_mlp(model)
-    return [_current(layer, "weight").norm(dim=1) for layer in model.layers[:-1]]
+    return {name: masked_weight(layer, "weight").norm(dim=1)
+            for name, layer in zip(_hidden_names(model), model.layers[:-1], strict=False)}
 
 
 @torch.no_grad()
-def importance_activation(model: MLP, x: torch.Tensor) -> list[torch.Tensor]:
-    """Mean |activation| of each hidden neuron over the inputs ``x`` ``(n, features)``."""
+def neuron_scores_activation(model: MLP, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Mean |activation| of each hidden neuron over the inputs ``x`` ``(n, features)``: name -> ``(width,)``."""
     x = _check_features(_require_mlp(model), x)
-    return [a.abs().mean(dim=0) for a in _hidden_activations(model, x)]
+    return dict(zip(_hidden_names(model), (a.abs().mean(dim=0) for a in _hidden_activations(model, x)), strict=True))
 
 
-def importance_taylor(model: MLP, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor]:
-    """First-order Taylor score ``mean over examples of |a * dLoss/da|`` per hidden neuron.
+def neuron_scores_taylor(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """First-order Taylor score ``mean over examples of |a * dLoss/da|`` per hidden neuron: name
+    -> ``(width,)``.
 
     It estimates how much the loss would change if the neuron's output ``a`` were set to zero
     (Molchanov et al., "Pruning Convolutional Neural Networks for Resource Efficient Inference",
     ICLR 2017). ``x``: ``(n, features)``, ``y``: ``(n,)`` labels. The parameters' ``.grad`` are
     left as they were (only the activations are differentiated).
     """
-    require_gradients("importance_taylor")
+    require_gradients("neuron_scores_taylor")
     x = _check_features(_require_mlp(model), x)
     y = _check_labels(model, x, y)
     with torch.enable_grad():
         activations = _hidden_activations(model, x.detach().requires_grad_())
         if not activations:
-            return []
+            return {}
         loss = F.cross_entropy(model.layers[-1](activations[-1]), y)
         grads = torch.autograd.grad(loss, activations)
-    return [(a * g).abs().mean(dim=0).detach() for a, g in zip(activations, grads, strict=True)]
+    return {name: (a * g).abs().mean(dim=0).detach()
+            for name, a, g in zip(_hidden_names(model), activations, grads, strict=True)}
 
 
-def keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
-    """Indices of the ``n_keep`` highest ``scores`` ``(width,)``, in increasing index order.
-
-    Ties are broken towards the lower index (a stable sort). NaN scores are refused.
-    """
-    scores = _check_scores(scores, "scores")
-    n_keep = require_positive_int(n_keep, "n_keep")
-    if n_keep > scores.numel():
-        raise ValueError(f"n_keep must be <= the number of neurons ({scores.numel()}), got {n_keep}")
-    order = torch.sort(-scores, stable=True).indices
-    return order[:n_keep].sort().values
-
-
-# --- slimming -------------------------------------------------------------------------------------
-
-def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
-    """A plain ``nn.Linear`` holding copies of ``weight`` ``(out, in)`` and ``bias`` ``(out,)``
-    (no bias if ``None``), with their dtype and device. Built on the meta device: no random init."""
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
-    layer.weight = nn.Parameter(weight.detach().clone(memory_format=torch.contiguous_format))
-    if bias is not None:
-        layer.bias = nn.Parameter(bias.detach().clone(memory_format=torch.contiguous_format))
-    return layer
-
-
-@torch.no_grad()
-def slim_linear_pair(layer: nn.Linear, next_layer: nn.Linear, keep: torch.Tensor,
-                     activation: Activation | None = None) -> tuple[nn.Linear, nn.Linear]:
-    """New, smaller copies of ``layer`` (rows ``keep``) and ``next_layer`` (columns ``keep``).
-
-    Args:
-        layer: ``nn.Linear(in, width)``; next_layer: ``nn.Linear(width, out)``. Pruning masks on
-            either are applied (their masked weights are copied).
-        keep: distinct int indices of the hidden neurons to keep, ``(k,)`` with k >= 1, in the
-            order the new layers should have them.
-        activation: the element-wise function between the two layers (``torch.relu``, ``torch.tanh``...).
-            If given, the result computes exactly what ``next_layer(activation(layer(x)))``
-            computes once the rows of ``layer.weight`` not in ``keep`` are zeroed and the bias is
-            kept: each removed neuron outputs the constant ``activation(bias_i)`` (``activation(0)``
-            if ``layer`` has no bias), and ``next_layer.weight[:, removed] @ constants`` is added
-            to the new next layer's bias (which it gets if ``next_layer`` had none and the sum is
-            not zero). If ``None``, the removed neurons are dropped, bias and all (output 0).
-
-    Returns:
-        ``(nn.Linear(in, k), nn.Linear(k, out))``: new Parameters of the inputs' dtype and device,
-        sharing no storage with them; the inputs are not modified.
-    """
-    for arg, value in (("layer", layer), ("next_layer", next_layer)):
-        if not isinstance(value, nn.Linear):
-            raise TypeError(f"{arg} must be a torch.nn.Linear, got {type(value).__name__}")
-    if layer.out_features != next_layer.in_features:
-        raise ValueError(f"layer.out_features ({layer.out_features}) must equal next_layer.in_features "
-                         f"({next_layer.in_features})")
-    keep = _check_indices(keep, layer.out_features, "keep")
-    activation = _check_activation(activation)
-    weight, bias = _current(layer, "weight"), _current(layer, "bias")
-    next_weight, next_bias = _current(next_layer, "weight"), _current(next_layer, "bias")
-    removed = torch.ones(layer.out_features, dtype=torch.bool)
-    removed[keep] = False
-    keep, gone = keep.to(weight.device), removed.nonzero().flatten().to(weight.device)
-    if activation is not None and len(gone):
-        # each removed neuron still emits a constant, whatever the input; the next layer adds it
-        constant = activation(bias[gone] if bias is not None else weight.new_zeros(len(gone)))
-        shift = next_weight[:, gone] @ constant
-        if next_bias is not None or shift.any():
-            next_bias = shift if next_bias is None else next_bias + shift
-    return _new_linear(weight[keep], None if bias is None else bias[keep]), _new_linear(next_weight[:, keep], next_bias)
-
-
-def _check_keep_per_layer(model: MLP, keep: object) -> dict[int, torch.Tensor]:
+def _check_keep(model: MLP, keep: object) -> dict[int, torch.Tensor]:
+    """``keep`` (hidden-layer name -> neuron indices) checked, as hidden-layer index -> indices."""
     if not isinstance(keep, Mapping):
-        raise TypeError(f"keep must be a dict mapping hidden-layer index to neuron indices, got {type(keep).__name__}")
-    n_hidden, checked = len(model.layers) - 1, {}
-    for i, indices in keep.items():
-        if isinstance(i, bool) or not isinstance(i, numbers.Integral) or not 0 <= i < n_hidden:
-            raise ValueError(f"keep has key {i!r}; expected a hidden-layer index in range({n_hidden})")
-        checked[int(i)] = _check_indices(indices, model.layers[i].out_features, f"keep[{i}]")
+        raise TypeError(f"keep must be a dict mapping hidden-layer name to neuron indices, got {type(keep).__name__}")
+    names, checked = _hidden_names(model), {}
+    for name, indices in keep.items():
+        if name not in names:
+            raise ValueError(f"keep has key {name!r}; expected a hidden-layer name, one of {names}")
+        i = names.index(name)
+        checked[i] = require_indices(indices, model.layers[i].out_features, f"keep[{name!r}]")
     return checked
 
 
-def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activation | None = None) -> MLP:
-    """A new, smaller MLP keeping, for hidden layer ``i``, the neurons ``keep[i]``.
+def slim_mlp(model: MLP, keep: Mapping[str, torch.Tensor], activation: Activation | None = None) -> MLP:
+    """A new, smaller MLP keeping, in each hidden layer named in ``keep``, the neurons ``keep[name]``.
 
-    ``keep`` maps hidden-layer index (0 = first hidden layer, ``layers.0``) to distinct int
+    ``keep`` maps hidden-layer name (``"layers.0"`` = first hidden layer) to distinct int
     indices (a list or 1-D tensor, at least one); layers not named keep all their neurons.
 
     **The masked model.** Take ``model`` as its forward runs it (with any ``torch.nn.utils.prune``
@@ -324,9 +164,9 @@ def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activatio
     The result has ``model``'s dtype, device and training mode, and new Parameters sharing no
     storage with ``model``, which is not modified.
     """
-    _refuse_foreign_hooks(_require_mlp(model))
-    keep = _check_keep_per_layer(model, keep)
-    activation = _check_activation(activation)
+    refuse_foreign_hooks(_require_mlp(model))
+    keep = _check_keep(model, keep)
+    activation = require_activation(activation)
     # probe where folding applies it: the hidden biases themselves, and far beyond them
     biases = [b[torch.isfinite(b)] for b in (layer.bias.detach().float().cpu() for layer in model.layers[:-1]
                                              if layer.bias is not None and not layer.bias.is_meta)]
@@ -334,7 +174,7 @@ def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activatio
     if activation is not None and not torch.equal(activation(probe), F.relu(probe)):
         raise ValueError(f"activation must compute ReLU (what MLP applies after every hidden layer) or be None, "
                          f"got {activation!r:.40}, which differs from relu on some inputs it would be applied to")
-    layers = [copy_linear(layer) for layer in model.layers]
+    layers = [slim_linear(layer) for layer in model.layers]
     for i in sorted(keep, reverse=True):              # last hidden layer first: see the docstring
         layers[i], layers[i + 1] = slim_linear_pair(layers[i], layers[i + 1], keep[i], activation)
     with torch.device("meta"):                        # only the shape; the layers come next
@@ -343,37 +183,3 @@ def slim_mlp(model: MLP, keep: Mapping[int, torch.Tensor], activation: Activatio
     return slim.train(model.training)
 
 
-@torch.no_grad()
-def copy_linear(layer: nn.Linear) -> nn.Linear:
-    """A plain copy of ``layer``'s current (masked, if pruned) weight and bias: same dtype and
-    device, new Parameters sharing no storage with ``layer``."""
-    if not isinstance(layer, nn.Linear):
-        raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__name__}")
-    return _new_linear(_current(layer, "weight"), _current(layer, "bias"))
-
-
-@torch.no_grad()
-def max_output_difference(model_a: nn.Module, model_b: nn.Module, x: torch.Tensor) -> float:
-    """``max |model_a(x) - model_b(x)|``: 0 (up to float rounding) when both compute the same function.
-
-    Both models run as they are (call ``.eval()`` first if they use dropout or batch norm).
-    """
-    models = {"model_a": model_a, "model_b": model_b}
-    for name, model in models.items():
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"{name} must be a torch.nn.Module, got {type(model).__name__}")
-    x = require_tensor(x, "x")
-    outputs = []
-    for name, model in models.items():
-        if type(model) is MLP:
-            _check_features(_require_mlp(model, name), x)
-        try:
-            outputs.append(model(x))
-        except (RuntimeError, TypeError, ValueError, IndexError) as error:
-            raise ValueError(f"x (shape {tuple(x.shape)}, {x.dtype}) does not fit {name} "
-                             f"({type(model).__name__}): {error}") from error
-    a, b = outputs
-    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor) or a.shape != b.shape:
-        raise ValueError(f"model_a and model_b must return tensors of the same shape, got "
-                         f"{getattr(a, 'shape', type(a).__name__)} and {getattr(b, 'shape', type(b).__name__)}")
-    return (a - b).abs().max().item()

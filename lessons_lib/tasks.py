@@ -142,11 +142,14 @@ def _answer_logits(model: nn.Module, x: torch.Tensor, n_answer: int) -> torch.Te
     return model(x)[:, -n_answer:]
 
 
-def answer_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def answer_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                head_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Cross-entropy on the answer digits only (the problem itself is given, not predicted).
-    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits; returns a 0-d tensor."""
+    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits; returns a 0-d tensor.
+    ``head_masks``: passed on as ``model(x, head_masks)`` (the GPT: one ``(H_i,)`` tensor per
+    layer, 1 = head on, 0 = off); ``None`` runs ``model(x)``."""
     check_problems(model, x, y)
-    logits = _answer_logits(model, x, y.shape[1])
+    logits = (model(x) if head_masks is None else model(x, head_masks))[:, -y.shape[1]:]
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 

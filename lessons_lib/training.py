@@ -15,8 +15,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import Split, digits_split
-from .models import MLP, linear_layers
+from .models import MLP
 from .progress import progress_bar
+from .pruning import linear_layers
 from .validate import (
     is_sequence,
     require_bool,

@@ -3,11 +3,10 @@
 Every public function checks its inputs *before* touching any tensor, and says what was wrong
 in one sentence: the argument's name, the value it got, and what it expected.
 
-The amount convention, the same everywhere: an ``amount`` / ``sparsity`` / ``target`` is a
-*fraction* in [0, 1] (a float; the int 0 also works). Only the functions whose docstring says so
-also take an int *count* of entries, as ``torch.nn.utils.prune`` does (``magnitude_mask``,
-``random_mask``, through :func:`amount_to_count`). The int ``1`` is refused everywhere: a
-fraction reads it as "everything", a count as "one entry".
+The sparsity convention, the same everywhere (see the package docstring's "Words"): a
+``sparsity`` is the *fraction* in [0, 1] of the considered weights that are zero (a float; the
+int 0 also works). The int ``1`` is refused: write ``1.0`` for "everything". Nothing in
+lessons_lib takes a count of weights to prune; ``torch.nn.utils.prune``'s ``amount`` does both.
 """
 
 from __future__ import annotations
@@ -29,11 +28,8 @@ def is_sequence(value: object) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str | bytes)
 
 
-def _ambiguous(name: str, counts: bool = False) -> str:
-    """The message for the int 1: where counts are taken (``counts=True``) it could mean either."""
-    if counts:
-        return (f"{name}=1 is ambiguous: write 1.0 to prune everything (a fraction), "
-                "or a count >= 2 to prune that many entries")
+def _ambiguous(name: str) -> str:
+    """The message for the int 1, which ``torch.nn.utils.prune`` would read as a count of one."""
     return f"{name}=1 is ambiguous: {name} is a fraction in [0, 1] here, so write 1.0 to prune everything"
 
 
@@ -46,27 +42,10 @@ def require_tensor(value: object, name: str) -> torch.Tensor:
     return value
 
 
-def amount_to_count(amount: float | int, n: int, name: str = "amount") -> int:
-    """How many of ``n`` entries to prune, following ``torch.nn.utils.prune``'s convention.
-
-    A float is a fraction in [0, 1] and prunes ``round(amount * n)`` entries (Python's round,
-    halves to even); an int is an exact count in [0, n]. The int 1 is refused as ambiguous
-    (write ``1.0`` for everything); the int 0 means nothing either way.
-    """
-    if isinstance(amount, bool) or not isinstance(amount, numbers.Real):
-        raise TypeError(
-            f"{name} must be a float fraction in [0, 1] or an int count, "
-            f"got {type(amount).__name__} {amount!r}"
-        )
-    if isinstance(amount, numbers.Integral):
-        if amount == 1:
-            raise ValueError(_ambiguous(name, counts=True))
-        if not 0 <= amount <= n:
-            raise ValueError(f"{name} as a count must be in [0, {n}] (the number of entries), got {amount}")
-        return int(amount)
-    if not 0.0 <= amount <= 1.0:
-        raise ValueError(f"{name} as a fraction must be in [0, 1], got {amount}")
-    return round(float(amount) * n)
+def require_generator(generator: object, name: str = "generator") -> None:
+    """Refuse anything but ``None`` or a CPU ``torch.Generator`` (``torch.randperm`` draws on the CPU)."""
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise TypeError(f"{name} must be a CPU torch.Generator or None, got {generator!r}")
 
 
 def require_fraction(value: object, name: str) -> float:
@@ -203,3 +182,76 @@ def require_mask(mask: object, weight: torch.Tensor, name: str = "mask") -> torc
             raise ValueError(f"{name} must hold only 0 and 1 (or False/True), got the value {odd[0].item()!r}: "
                              "a mask keeps or prunes, it does not scale")
     return mask.bool()
+
+
+def require_linear_input(layer: nn.Module, x: torch.Tensor) -> None:
+    """``layer`` an ``nn.Linear``; ``x`` a float tensor ``(batch, in_features)`` of its dtype and device."""
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer must be a torch.nn.Linear, got {type(layer).__name__}")
+    x = require_tensor(x, "x")
+    if x.dim() != 2 or x.shape[-1] != layer.in_features:
+        raise ValueError(
+            f"x must have {layer.in_features} features in its last dimension (layer.in_features), "
+            f"as a 2-D (batch, {layer.in_features}) tensor, got shape {tuple(x.shape)}"
+        )
+    weight = getattr(layer, "weight_orig", layer.weight)
+    if (x.dtype, x.device) != (weight.dtype, weight.device):
+        raise ValueError(f"x must have the layer's dtype and device ({weight.dtype} on {weight.device}), "
+                         f"got {x.dtype} on {x.device}")
+
+
+def _is_index(value: object) -> bool:
+    """An int index: a Python or numpy int, or a 0-d integer tensor (not a bool, not a float)."""
+    if isinstance(value, torch.Tensor):
+        return value.dim() == 0 and not value.is_floating_point() and not value.is_complex() \
+            and value.dtype != torch.bool
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def require_indices(keep: object, width: int, name: str, allow_empty: bool = False) -> torch.Tensor:
+    """``keep`` as a 1-D int64 CPU tensor of distinct indices in ``[0, width)``.
+
+    Accepts a list, tuple or range of ints, a 1-D integer tensor or numpy array. Refuses floats
+    (``[0.5, 1.7]`` is not "rows 0 and 1"), bools (a mask is not a list of indices), repeats,
+    indices out of range and, unless ``allow_empty``, an empty selection.
+    """
+    if isinstance(keep, list | tuple | range):
+        odd = [i for i in keep if not _is_index(i)]
+        if odd:
+            raise TypeError(f"{name} must hold int indices, got {odd[0]!r} ({type(odd[0]).__name__})")
+        values = [int(i) for i in keep]
+        if values and (min(values) < 0 or max(values) >= width):   # before torch.tensor: 10**20 overflows it
+            raise ValueError(f"{name} must hold indices in [0, {width - 1}], got min {min(values)}, max {max(values)}")
+        keep = torch.tensor(values, dtype=torch.long)
+    elif isinstance(keep, np.ndarray):
+        keep = torch.from_numpy(keep) if keep.dtype.kind in "iub" else keep
+    if not isinstance(keep, torch.Tensor):
+        raise TypeError(f"{name} must be a list or 1-D tensor of int indices, got {type(keep).__name__} {keep!r:.60}")
+    if keep.dtype == torch.bool:
+        raise TypeError(f"{name} must hold indices, got a bool tensor (a mask?): pass mask.nonzero().flatten()")
+    if keep.is_floating_point() or keep.is_complex():
+        raise TypeError(f"{name} must hold int indices, got dtype {keep.dtype} ({keep.tolist()!r:.60})")
+    if keep.dim() != 1:
+        raise ValueError(f"{name} must be 1-D (one index per kept unit), got shape {tuple(keep.shape)}")
+    if keep.numel() == 0 and not allow_empty:
+        raise ValueError(f"{name} must keep at least one index, got none")
+    keep = keep.detach().to("cpu", torch.long)
+    if keep.numel() and (keep.min() < 0 or keep.max() >= width):
+        raise ValueError(f"{name} must hold indices in [0, {width - 1}], got min {int(keep.min())}, "
+                         f"max {int(keep.max())}")
+    if keep.unique().numel() != keep.numel():
+        raise ValueError(f"{name} must not repeat an index, got {keep.tolist()!r:.60}")
+    return keep
+
+
+def require_scores(scores: object, name: str, allow_empty: bool = False) -> torch.Tensor:
+    """``scores`` if it is a 1-D real tensor (one score per unit) with no NaN."""
+    if not isinstance(scores, torch.Tensor):
+        raise TypeError(f"{name} must be a 1-D torch.Tensor of scores, got {type(scores).__name__}")
+    if scores.dtype == torch.bool or scores.is_complex():
+        raise TypeError(f"{name} must hold real scores, got dtype {scores.dtype}")
+    if scores.dim() != 1 or (scores.numel() == 0 and not allow_empty):
+        raise ValueError(f"{name} must be 1-D with one score per unit, got shape {tuple(scores.shape)}")
+    if scores.is_floating_point() and scores.isnan().any():
+        raise ValueError(f"{name} holds NaN (index {int(scores.isnan().nonzero()[0])}): NaN cannot be ranked")
+    return scores.detach()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import numbers
-import time
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -27,15 +26,17 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn.utils import prune
 
-from .measure import _check_linear_input, output_error
-from .models import linear_layers
+from .measure import count_parameters, latency_ms, output_error
 from .plots import plot_latency, plot_plans, plot_pruned_layer
+from .pruning import copy_model, layer_sparsities, linear_layers, masked_copy, prune_global, prune_layerwise
 from .schedules import cubic_plan, iterative_plan, one_shot_plan, sparsity_per_epoch
-from .sparsity import magnitude_mask, unpruned_weight
+from .slimming import keep_top
+from .sparsity import magnitude_mask, unpruned_weight, wanda_mask
 from .validate import (
     is_sequence,
     require_fraction,
     require_layers,
+    require_linear_input,
     require_mapping,
     require_number,
     require_positive_int,
@@ -149,23 +150,23 @@ def _layer_bars(names: list[str], title: str, height: float, left: float) -> tup
     return fig, ax, bars
 
 
-def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) -> Explorer:
+def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, sparsity: float = 0.5) -> Explorer:
     """A sparsity slider over one Linear layer, with mask heatmap, histogram and output error.
 
     Args:
         layer: ``nn.Linear(in_features, out_features)``, pruned or not; never modified.
         x: inputs ``(batch, in_features)`` on which the output error is measured.
-        amount: starting sparsity, a fraction in [0, 1].
+        sparsity: starting sparsity, a fraction in [0, 1].
 
     Returns:
         ``VBox([slider, readout, image])``. Setting ``slider.value`` (by hand or in code)
         redraws; ``readout.value`` holds the text shown.
     """
-    _check_linear_input(layer, x)
+    require_linear_input(layer, x)
     _require_cpu(layer, "layer")
-    require_fraction(amount, "amount")
+    require_fraction(sparsity, "sparsity")
     weight = unpruned_weight(layer).clone()            # (out, in): the weights we start from
-    slider = widgets.FloatSlider(value=amount, min=0.0, max=1.0, step=0.01, description="sparsity",
+    slider = widgets.FloatSlider(value=sparsity, min=0.0, max=1.0, step=0.01, description="sparsity",
                                  readout_format=".0%", continuous_update=True)
     readout = widgets.HTML()
     image = widgets.Image(format="png")
@@ -173,7 +174,7 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
     fig, (mask_ax, hist_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.16, top=0.9, wspace=0.22)
     plt.close(fig)                                     # shown only through `image`
-    plot_pruned_layer(weight, magnitude_mask(weight, amount), axes=(mask_ax, hist_ax))
+    plot_pruned_layer(weight, magnitude_mask(weight, sparsity), axes=(mask_ax, hist_ax))
     heatmap, kept_bars, legend = mask_ax.images[0], hist_ax.patches[1], hist_ax.get_legend()
     kept_label = legend.get_texts()[1]                 # the legend's second entry is the kept weights
     edges = kept_bars.get_data().edges
@@ -194,43 +195,37 @@ def sparsity_explorer(layer: nn.Linear, x: torch.Tensor, amount: float = 0.5) ->
     return Explorer([slider, readout, image], "sparsity explorer")
 
 
-def _masked_accuracy(model: nn.Module, weights: dict[str, torch.Tensor], masks: dict[str, torch.Tensor],
-                     x: torch.Tensor, y: torch.Tensor) -> float:
-    """Accuracy of ``model`` with each ``<layer>.weight`` replaced by weight * mask (model untouched)."""
-    params = {f"{name}.weight": weights[name] * masks[name] for name in weights}
-    with torch.no_grad():
-        logits = torch.func.functional_call(model, params, (x,))
-    return (logits.argmax(dim=1) == y).float().mean().item()
-
-
 def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                            amounts: dict[str, float] | None = None) -> Explorer:
+                            sparsities: dict[str, float] | None = None) -> Explorer:
     """One magnitude-sparsity slider per Linear layer, with live accuracy, overall sparsity and
     the number of weights left.
 
     Args:
         model: a model without pruning masks (its Linear weights are the starting point).
         x: inputs ``(n, features)``; y: labels ``(n,)`` on which accuracy is measured.
-        amounts: optional starting sparsity per layer name, fractions in [0, 1] (default 0 for all).
+        sparsities: optional starting sparsity per layer name, fractions in [0, 1] (default 0 for all).
 
     Returns:
         ``VBox([sliders..., readout, image])``; ``readout.value`` holds the text shown.
     """
-    from .training import check_examples
+    from .training import accuracy, check_examples
 
     layers = linear_layers(model)
     if any(prune.is_pruned(m) for m in model.modules()):
         raise ValueError("model must not carry pruning masks; pass the dense model (the explorer masks it itself)")
     _require_cpu(model)
     check_examples(model, x, y)
-    amounts = dict(require_mapping(amounts, "amounts", "layer names to fractions") if amounts is not None else {})
-    for name, amount in amounts.items():
+    if sparsities is not None:
+        require_mapping(sparsities, "sparsities", "layer names to fractions")
+    sparsities = dict(sparsities or {})
+    for name, sparsity in sparsities.items():
         if name not in layers:
-            raise ValueError(f"amounts has a key {name!r} that is not a Linear layer; expected one of {list(layers)}")
-        require_fraction(amount, f"amounts[{name!r}]")
+            raise ValueError(f"sparsities has a key {name!r} that is not a Linear layer; expected one of "
+                             f"{list(layers)}")
+        require_fraction(sparsity, f"sparsities[{name!r}]")
     weights = {name: layer.weight.detach().clone() for name, layer in layers.items()}   # unpruned
     total = sum(w.numel() for w in weights.values())
-    sliders = {name: widgets.FloatSlider(value=amounts.get(name, 0.0), min=0.0, max=1.0, step=0.01,
+    sliders = {name: widgets.FloatSlider(value=sparsities.get(name, 0.0), min=0.0, max=1.0, step=0.01,
                                          description=name, readout_format=".0%") for name in layers}
     readout = widgets.HTML()
     image = widgets.Image(format="png")
@@ -242,7 +237,7 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     def redraw(_change: object = None) -> None:
         masks = {name: magnitude_mask(w, sliders[name].value) for name, w in weights.items()}
         kept = sum(int(m.sum()) for m in masks.values())
-        acc = _masked_accuracy(model, weights, masks, x, y)
+        acc = accuracy(masked_copy(model, masks), x, y)
         readout.value = (f"accuracy {acc:.1%} · overall sparsity {1 - kept / total:.1%}"
                          f" · {kept:,} of {total:,} weights left")
         for bar, label, name in zip(bars, labels, layers, strict=True):
@@ -257,7 +252,7 @@ def layer_sparsity_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     return Explorer([*sliders.values(), readout, image], "layer sparsity explorer")
 
 
-def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> Explorer:
+def schedule_explorer(epochs: int = 30, final_sparsity: float = 0.9, steps: int = 5) -> Explorer:
     """Sliders for final sparsity (a fraction in [0, 1], at most 0.99 here), number of pruning
     steps and the epoch by which the cubic schedule ends; draws the one-shot, iterative and
     cubic plans of ``schedules``.
@@ -267,12 +262,12 @@ def schedule_explorer(epochs: int = 30, final: float = 0.9, steps: int = 5) -> E
     Returns ``VBox([final, steps, end, readout, image])``.
     """
     epochs = require_positive_int(epochs, "epochs")
-    if require_fraction(final, "final") > 0.99:
-        raise ValueError(f"final must be in [0, 0.99] (the slider's range), got {final!r}")
+    if require_fraction(final_sparsity, "final_sparsity") > 0.99:
+        raise ValueError(f"final_sparsity must be in [0, 0.99] (the slider's range), got {final_sparsity!r}")
     steps = require_positive_int(steps, "steps")
     if epochs < 2 or steps > epochs:
         raise ValueError(f"need epochs >= 2 and steps <= epochs, got epochs={epochs}, steps={steps}")
-    final_slider = widgets.FloatSlider(value=final, min=0.0, max=0.99, step=0.01, description="final",
+    final_slider = widgets.FloatSlider(value=final_sparsity, min=0.0, max=0.99, step=0.01, description="final",
                                        readout_format=".0%")
     steps_slider = widgets.IntSlider(value=steps, min=1, max=epochs, description="steps")
     end_slider = widgets.IntSlider(value=max(steps, round(2 * epochs / 3)), min=1, max=epochs,
@@ -334,74 +329,68 @@ def neuron_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: i
     the removed neurons' ``relu(bias)`` folded into the next layer); ``model`` is not modified.
     Returns ``VBox([sliders..., readout])``.
     """
-    from .measure import count_parameters
-    from .structured import importance_l2, keep_top, slim_mlp
+    from .structured import neuron_scores_l2, slim_mlp
     from .training import accuracy, check_examples
 
-    scores = importance_l2(model)
+    scores = neuron_scores_l2(model)
     _require_cpu(model)
     check_examples(model, x, y)
     require_positive_int(batch, "batch")
     inputs = x[:batch] if len(x) >= batch else x.repeat(batch // len(x) + 1, 1)[:batch]
-    sliders = [widgets.IntSlider(value=len(s), min=1, max=len(s), description=f"layers.{i}")
-               for i, s in enumerate(scores)]
+    sliders = {name: widgets.IntSlider(value=len(s), min=1, max=len(s), description=name)
+               for name, s in scores.items()}
     readout = widgets.HTML()
 
     def quick_latency_ms(m: nn.Module) -> float:   # median of 15 timed calls: a live estimate
-        times = []
         with torch.no_grad():
-            for _ in range(15):
-                start = time.perf_counter()
-                m(inputs)
-                times.append(time.perf_counter() - start)
-        return 1000 * sorted(times)[len(times) // 2]
+            return latency_ms(lambda: m(inputs), calls=15)
 
     dense_params, dense_ms = count_parameters(model), quick_latency_ms(model)
 
     def redraw(_change: object = None) -> None:
-        keep = {i: keep_top(s, slider.value) for i, (s, slider) in enumerate(zip(scores, sliders, strict=True))}
+        keep = {name: keep_top(scores[name], slider.value) for name, slider in sliders.items()}
         slim = slim_mlp(model, keep, activation=torch.relu)
         params, ms = count_parameters(slim), quick_latency_ms(slim)
         readout.value = (f"accuracy {accuracy(slim, x, y):.1%} · {params:,} parameters "
                          f"({params / dense_params:.0%} of dense) · {ms:.2f} ms per batch of {batch} "
                          f"(dense {dense_ms:.2f} ms)")
 
-    for slider in sliders:
+    for slider in sliders.values():
         slider.observe(redraw, names="value")
     redraw()
-    return Explorer([*sliders, readout], "neuron explorer")
+    return Explorer([*sliders.values(), readout], "neuron explorer")
 
 
-def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense_ms: float,
+def latency_explorer(sparsities: list[float], curves: dict[str, list[float]], dense_ms: float,
                      title: str = "measured latency") -> Explorer:
-    """A sparsity slider over *measured* latency curves (``curves``: name -> ms per amount).
+    """A sparsity slider over *measured* latency curves (``curves``: name -> ms per sparsity).
 
-    Nothing is re-timed while sliding: the slider picks one of ``amounts`` and the readout shows
+    Nothing is re-timed while sliding: the slider picks one of ``sparsities`` and the readout shows
     each method's time there and its speed-up over ``dense_ms``. Returns ``VBox([slider, readout, image])``.
 
-    ``amounts``: fractions in [0, 1]; ``curves``: name -> one time in ms (> 0) per amount;
+    ``sparsities``: fractions in [0, 1]; ``curves``: name -> one time in ms (> 0) per sparsity;
     ``dense_ms``: the dense time in ms (> 0).
     """
-    _check_latency_curves(amounts, curves)
+    _check_latency_curves(sparsities, curves)
     require_number(dense_ms, "dense_ms", positive=True)
     if not isinstance(title, str):
         raise TypeError(f"title must be a str, got {type(title).__name__}")
-    slider = widgets.SelectionSlider(options=[(f"{a:.0%}", i) for i, a in enumerate(amounts)], value=0,
+    slider = widgets.SelectionSlider(options=[(f"{a:.0%}", i) for i, a in enumerate(sparsities)], value=0,
                                      description="sparsity")
     readout = widgets.HTML()
     image = widgets.Image(format="png")
     fig, ax = plt.subplots(figsize=(6, 3.2))
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.16, top=0.9)
     plt.close(fig)
-    plot_latency(amounts, curves, reference=dense_ms, ax=ax, title=title)
-    marker = ax.axvline(100 * amounts[0], color="tab:red", linestyle=":")
+    plot_latency(sparsities, curves, reference=dense_ms, ax=ax, title=title)
+    marker = ax.axvline(100 * sparsities[0], color="tab:red", linestyle=":")
     frames = PartialRedraw(fig, [marker])
 
     def redraw(_change: object = None) -> None:
         i = slider.value
-        readout.value = f"at {amounts[i]:.0%}: " + " · ".join(
+        readout.value = f"at {sparsities[i]:.0%}: " + " · ".join(
             f"{name} {ms[i]:.3f} ms ({dense_ms / ms[i]:.1f}x)" for name, ms in curves.items())
-        marker.set_xdata([100 * amounts[i]] * 2)
+        marker.set_xdata([100 * sparsities[i]] * 2)
         image.value = frames.png()
 
     slider.observe(redraw, names="value")
@@ -409,18 +398,18 @@ def latency_explorer(amounts: list[float], curves: dict[str, list[float]], dense
     return Explorer([slider, readout, image], "latency explorer")
 
 
-def _check_latency_curves(amounts: object, curves: object) -> None:
-    """``amounts`` a non-empty list of fractions; ``curves`` name -> one time > 0 per amount."""
-    if not is_sequence(amounts) or len(amounts) == 0:
-        raise ValueError(f"amounts must be a non-empty list of fractions, got {amounts!r}")
-    for i, a in enumerate(amounts):
-        require_fraction(a, f"amounts[{i}]")
+def _check_latency_curves(sparsities: object, curves: object) -> None:
+    """``sparsities`` a non-empty list of fractions; ``curves`` name -> one time > 0 per sparsity."""
+    if not is_sequence(sparsities) or len(sparsities) == 0:
+        raise ValueError(f"sparsities must be a non-empty list of fractions, got {sparsities!r}")
+    for i, a in enumerate(sparsities):
+        require_fraction(a, f"sparsities[{i}]")
     curves = require_mapping(curves, "curves", "method names to times in ms")
     if not curves:
         raise ValueError("curves must hold at least one method's times, got an empty dict")
     for name, times in curves.items():
-        if not is_sequence(times) or len(times) != len(amounts):
-            raise ValueError(f"curves must give one time per entry of amounts ({len(amounts)}): "
+        if not is_sequence(times) or len(times) != len(sparsities):
+            raise ValueError(f"curves must give one time per entry of sparsities ({len(sparsities)}): "
                              f"curves[{name!r}] is {times!r}")
         for i, t in enumerate(times):
             require_number(t, f"curves[{name!r}][{i}]", positive=True)
@@ -430,15 +419,15 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
                                   y: torch.Tensor, norms: dict[str, torch.Tensor]) -> Explorer:
     """Sparsity slider and method choice over a transformer's ``layers``, without retraining.
 
-    Methods: layer-wise magnitude, global magnitude, and Wanda-style ``|W| * ||X||`` within each
-    output row (``norms`` from ``pruning.input_norms``). Shows exact-match accuracy of the answer
-    digits ``y`` ``(n, d)`` on problems ``x`` and each layer's sparsity. Masks are applied through
-    ``torch.func.functional_call``, so ``model`` is never modified. Layers with no weights (0
+    Methods: layer-wise magnitude, global magnitude (``pruning.prune_layerwise`` /
+    ``prune_global``), and Wanda-style ``|W| * ||X||`` within each output row
+    (``sparsity.wanda_mask``, ``norms`` from ``pruning.input_norms``). Shows exact-match accuracy
+    of the answer digits ``y`` ``(n, d)`` on problems ``x`` and each layer's sparsity. Every
+    update prunes a fresh copy, so ``model`` is never modified. Layers with no weights (0
     heads or 0 FFN neurons left) have nothing to prune and are left out.
     Returns ``VBox([method, slider, readout, image])``.
     """
-    from .pruning import global_threshold, wanda_mask
-    from .tasks import check_problems
+    from .tasks import check_problems, exact_match
 
     layers = require_layers(model, layers)
     if any(prune.is_pruned(m) for m in model.modules()):
@@ -465,25 +454,23 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     image = widgets.Image(format="png")
     fig, _, bars = _layer_bars(list(weights), "sparsity per layer (%)", 0.5 + 0.22 * len(weights), left=0.32)
 
-    def masks_for(amount: float) -> dict[str, torch.Tensor]:
-        if method.value.startswith("layer-wise"):
-            return {n: magnitude_mask(w, amount) for n, w in weights.items()}
-        if method.value.startswith("global"):
-            threshold = global_threshold(list(weights.values()), amount)
-            return {n: w.abs() > threshold for n, w in weights.items()}
-        return {n: wanda_mask(w, norms[n], amount) for n, w in weights.items()}
+    def pruned_copy(sparsity: float) -> nn.Module:               # model is never modified
+        if method.value.startswith("Wanda"):
+            return masked_copy(model, {n: wanda_mask(w, norms[n], sparsity) for n, w in weights.items()})
+        pruned = copy_model(model)
+        prune_fn = prune_layerwise if method.value.startswith("layer-wise") else prune_global
+        prune_fn(pruned, sparsity, layers={n: pruned.get_submodule(n) for n in weights})
+        return pruned
 
     def redraw(_change: object = None) -> None:
-        masks = masks_for(slider.value)
-        params = {f"{n}.weight": weights[n] * masks[n] for n in weights}
-        with torch.no_grad():
-            logits = torch.func.functional_call(model, params, (x,))[:, -y.shape[1]:]
-        accuracy = (logits.argmax(-1) == y).all(dim=1).float().mean().item()
-        kept = sum(int(m.sum()) for m in masks.values())
-        total = sum(m.numel() for m in masks.values())
-        readout.value = f"exact match {accuracy:.1%} · {1 - kept / total:.1%} of block weights pruned"
-        for bar, mask in zip(bars, masks.values(), strict=True):
-            bar.set_width(100 * (1 - mask.float().mean().item()))
+        pruned = pruned_copy(slider.value)
+        chosen = {n: pruned.get_submodule(n) for n in weights}
+        share = sum(layer.weight.numel() * s for layer, s in
+                    zip(chosen.values(), layer_sparsities(pruned, chosen).values(), strict=True))
+        readout.value = (f"exact match {exact_match(pruned, x, y):.1%} · "
+                         f"{share / sum(w.numel() for w in weights.values()):.1%} of block weights pruned")
+        for bar, sparsity in zip(bars, layer_sparsities(pruned, chosen).values(), strict=True):
+            bar.set_width(100 * sparsity)
         image.value = figure_png(fig)
 
     method.observe(redraw, names="value")
@@ -492,34 +479,35 @@ def transformer_sparsity_explorer(model: nn.Module, layers: dict[str, nn.Linear]
     return Explorer([method, slider, readout, image], "transformer sparsity explorer")
 
 
-def _check_ffn_scores(ffn_scores: object, widths: list[int]) -> None:
-    """One float score tensor ``(widths[i],)`` per layer."""
-    if not is_sequence(ffn_scores) or len(ffn_scores) != len(widths):
-        raise ValueError(f"ffn_scores must be a list of one score tensor per layer ({len(widths)}), got "
-                         f"{type(ffn_scores).__name__} {getattr(ffn_scores, 'shape', '')}")
-    for i, (s, width) in enumerate(zip(ffn_scores, widths, strict=True)):
+def _check_ffn_scores(ffn_scores: object, names: list[str], widths: list[int]) -> None:
+    """One float score tensor ``(widths[i],)`` per layer name ``names[i]``."""
+    if not isinstance(ffn_scores, dict) or sorted(ffn_scores) != sorted(names):
+        raise ValueError(f"ffn_scores must be a dict with one score tensor per layer, keys {names} "
+                         f"(gpt_structured.ffn_neuron_scores), got {type(ffn_scores).__name__} "
+                         f"{sorted(ffn_scores) if isinstance(ffn_scores, dict) else ''}")
+    for name, width in zip(names, widths, strict=True):
+        s = ffn_scores[name]
         if not isinstance(s, torch.Tensor) or s.shape != (width,) or not s.is_floating_point():
             got = f"{s.dtype} {tuple(s.shape)}" if isinstance(s, torch.Tensor) else type(s).__name__
-            raise ValueError(f"ffn_scores[{i}] must be a float tensor of shape ({width},) (layer {i}'s FFN "
+            raise ValueError(f"ffn_scores[{name!r}] must be a float tensor of shape ({width},) (that layer's FFN "
                              f"width), got {got}")
         if not torch.isfinite(s).all():
-            raise ValueError(f"ffn_scores[{i}] must be finite (no NaN or inf): a NaN score ranks arbitrarily")
+            raise ValueError(f"ffn_scores[{name!r}] must be finite (no NaN or inf): a NaN score ranks arbitrarily")
 
 
-def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: list[torch.Tensor],
+def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores: dict[str, torch.Tensor],
                   batch: int = 256) -> Explorer:
     """A checkbox per attention head (one row per layer) and an FFN-width slider (fraction of
     neurons kept in every layer, highest ``ffn_scores`` first). Shows live exact match on
     ``(x, y)``, parameter count and the measured latency of the slim model on ``batch`` problems.
 
     Each change rebuilds a slim model from ``model`` (``gpt_structured.slim_gpt``); ``model`` is
-    not modified. ``ffn_scores``: one ``(ffn,)`` tensor per layer, ``ffn = model.config.ffn[i]``
-    (e.g. ``gpt_structured.ffn_importance``). Returns ``VBox([grid, ffn_slider, readout])``.
+    not modified. ``ffn_scores``: ``"blocks.i.fc1"`` -> ``(ffn_i,)``, one per layer (e.g.
+    ``gpt_structured.ffn_neuron_scores``). Returns ``VBox([grid, ffn_slider, readout])``.
     """
     from .gpt import GPT
-    from .gpt_structured import slim_gpt
-    from .measure import count_parameters
-    from .tasks import check_problems
+    from .gpt_structured import ffn_names, head_names, slim_gpt
+    from .tasks import check_problems, exact_match
 
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a GPT, got {type(model).__name__}")
@@ -527,7 +515,7 @@ def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores
     check_problems(model, x, y)
     require_positive_int(batch, "batch")
     config = model.config
-    _check_ffn_scores(ffn_scores, config.ffn)
+    _check_ffn_scores(ffn_scores, ffn_names(model), config.ffn)
     boxes = [[widgets.Checkbox(value=True, description=f"L{i} H{h}", indent=False,
                                layout=widgets.Layout(width="80px")) for h in range(n)]
              for i, n in enumerate(config.heads)]
@@ -536,24 +524,18 @@ def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores
     readout = widgets.HTML()
     inputs = x[:batch]
 
-    def quick_ms(m: nn.Module) -> float:
-        times = []
+    def quick_ms(m: nn.Module) -> float:                       # median of 5 calls: a live estimate
         with torch.no_grad():
-            for _ in range(5):
-                start = time.perf_counter()
-                m(inputs)
-                times.append(time.perf_counter() - start)
-        return 1000 * sorted(times)[2]
+            return latency_ms(lambda: m(inputs), calls=5)
 
     dense_ms, dense_params = quick_ms(model), count_parameters(model)
 
     def redraw(_change: object = None) -> None:
-        keep_heads = {i: [h for h, box in enumerate(row) if box.value] for i, row in enumerate(boxes)}
-        keep_ffn = {i: sorted(s.argsort(descending=True)[:max(1, round(ffn_slider.value * len(s)))].tolist())
-                    for i, s in enumerate(ffn_scores)}
+        keep_heads = {name: [h for h, box in enumerate(row) if box.value]
+                      for name, row in zip(head_names(model), boxes, strict=True)}
+        keep_ffn = {name: keep_top(s, max(1, round(ffn_slider.value * len(s)))) for name, s in ffn_scores.items()}
         slim = slim_gpt(model, keep_heads, keep_ffn).eval()
-        with torch.no_grad():
-            accuracy = (slim(x)[:, -y.shape[1]:].argmax(-1) == y).all(dim=1).float().mean().item()
+        accuracy = exact_match(slim, x, y)
         params = count_parameters(slim)
         readout.value = (f"exact match {accuracy:.1%} · heads {slim.config.heads} · FFN {slim.config.ffn} · "
                          f"{params:,} parameters ({params / dense_params:.0%}) · {quick_ms(slim):.1f} ms "

@@ -46,7 +46,8 @@ from lessons_lib.assignment import (
     stored_values,
 )
 from lessons_lib.checks import ExerciseFailure, check_assignment
-from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint, prunable_layers
+from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint
+from lessons_lib.pruning import prunable_layers
 from lessons_lib.gpt_structured import slim_gpt
 from lessons_lib.tasks import addition_task
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lessons_lib.gpt import CHECKPOINT, GPT, GPTConfig, load_checkpoint, load_gpt, prunable_layers, save_gpt
-from lessons_lib.pruning import input_norms, wanda_mask
+from lessons_lib.gpt import CHECKPOINT, GPT, GPTConfig, load_checkpoint, load_gpt, save_gpt
+from lessons_lib.pruning import input_norms, prunable_layers
+from lessons_lib.sparsity import wanda_mask
 from lessons_lib.tasks import addition_task, answer_loss, encode, exact_match, train_on_task
 
 ROOT = Path(__file__).resolve().parents[1]

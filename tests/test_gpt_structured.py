@@ -6,18 +6,17 @@ import pytest
 import torch
 from torch.nn.utils import prune
 
-from lessons_lib.gpt import GPT, GPTConfig, load_gpt, save_gpt
+from lessons_lib.gpt import GPT, GPTConfig, head_slice, load_gpt, save_gpt
 from lessons_lib.gpt_structured import (
-    answer_loss_with_masks,
-    ffn_importance,
-    head_importance_ablation,
-    head_importance_gradient,
-    head_importance_norm,
-    head_slices,
-    prune_to,
+    ffn_neuron_scores,
+    head_scores_ablation,
+    head_scores_gradient,
+    head_scores_norm,
     slim_gpt,
-    top_indices,
+    slim_gpt_to,
 )
+from lessons_lib.slimming import keep_top
+from lessons_lib.tasks import answer_loss
 
 
 def _masked_reference(model, keep_heads, keep_ffn):
@@ -68,14 +67,14 @@ def test_importance_scores_shapes_and_ablation_meaning():
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[3, 2], ffn=[16, 8], block_size=11)).eval()
     x, y = torch.randint(0, 12, (32, 11)), torch.randint(0, 10, (32, 4))
-    for scores in (head_importance_gradient(model, x, y), head_importance_ablation(model, x, y),
-                   head_importance_norm(model)):
+    for scores in (head_scores_gradient(model, x, y), head_scores_ablation(model, x, y),
+                   head_scores_norm(model)):
         assert [s.shape for s in scores] == [(3,), (2,)]
-    assert [s.shape for s in ffn_importance(model, x)] == [(16,), (8,)]
+    assert [s.shape for s in ffn_neuron_scores(model, x)] == [(16,), (8,)]
     with torch.no_grad():                                       # a head writing nothing back costs nothing
         model.blocks[0].attn.out.weight[:, 16:32] = 0
-    assert head_importance_ablation(model, x, y)[0][1].abs() < 1e-6
-    assert head_importance_norm(model)[0][1] == 0
+    assert head_scores_ablation(model, x, y)[0][1].abs() < 1e-6
+    assert head_scores_norm(model)[0][1] == 0
     assert not any(block.fc1._forward_hooks for block in model.blocks)
 
 
@@ -87,7 +86,7 @@ def test_top_indices_and_prune_to():
     x, y = torch.randint(0, 12, (20, 11)), torch.randint(0, 10, (20, 4))
     slim = prune_to(model, [2, 1], [8, 4], x, y, x)
     assert slim.config.heads == [2, 1] and slim.config.ffn == [8, 4]
-    ablation, ffn_scores = head_importance_ablation(model, x, y), ffn_importance(model, x)
+    ablation, ffn_scores = head_scores_ablation(model, x, y), ffn_neuron_scores(model, x)
     same = slim_gpt(model, {0: top_indices(ablation[0], 2), 1: top_indices(ablation[1], 1)},
                     {0: top_indices(ffn_scores[0], 8), 1: top_indices(ffn_scores[1], 4)}).eval()
     with torch.no_grad():
@@ -101,12 +100,12 @@ def test_head_explorer_reacts_and_leaves_model_alone():
     model = GPT(GPTConfig(heads=[2, 2], ffn=[16, 16], block_size=11)).eval()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     x, y = torch.randint(0, 12, (30, 11)), torch.randint(0, 10, (30, 4))
-    grid, ffn_slider, readout = head_explorer(model, x, y, ffn_importance(model, x), batch=16).children
+    grid, ffn_slider, readout = head_explorer(model, x, y, ffn_neuron_scores(model, x), batch=16).children
     assert "heads [2, 2] · FFN [16, 16]" in readout.value
     grid.children[0].children[1].value = False
     ffn_slider.value = 0.5
     assert "heads [1, 2] · FFN [8, 8]" in readout.value
-    slim = slim_gpt(model, {0: [0]}, {i: sorted(ffn_importance(model, x)[i].argsort(descending=True)[:8].tolist())
+    slim = slim_gpt(model, {0: [0]}, {i: sorted(ffn_neuron_scores(model, x)[i].argsort(descending=True)[:8].tolist())
                                       for i in range(2)})
     assert f"{sum(p.numel() for p in slim.parameters()):,} parameters" in readout.value
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
@@ -190,7 +189,7 @@ def test_slim_gpt_reads_masked_weights_fresh_after_an_optimizer_step():
     model = _pruned_everywhere(GPT(GPTConfig(heads=[2, 2], ffn=[16, 16], block_size=11)))
     x, y = torch.randint(0, 12, (8, 11)), torch.randint(0, 10, (8, 4))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    answer_loss_with_masks(model, x, y, None).backward()
+    answer_loss(model, x, y, None).backward()
     optimizer.step()                                          # the `weight` attributes are now stale
     with torch.no_grad():
         assert torch.equal(slim_gpt(model)(x), model(x))
@@ -216,7 +215,7 @@ def test_slim_gpt_on_cuda_stays_on_cuda():
     slim = slim_gpt(model, {0: [1]}, {1: [0, 5]})
     assert {p.device.type for p in slim.parameters()} == {"cuda"}
     x = torch.randint(0, 12, (4, 11), device="cuda")
-    assert [s.device.type for s in head_importance_gradient(model, x, x[:, -4:])] == ["cuda", "cuda"]
+    assert [s.device.type for s in head_scores_gradient(model, x, x[:, -4:])] == ["cuda", "cuda"]
 
 
 @pytest.mark.parametrize(("keep_heads", "keep_ffn"),
@@ -235,7 +234,7 @@ def test_slim_gpt_shares_nothing_and_fine_tuning_leaves_the_original(keep_heads,
     optimizer = torch.optim.Adam(slim.parameters(), lr=0.1)
     for _ in range(3):
         optimizer.zero_grad()
-        answer_loss_with_masks(slim, x, y, None).backward()
+        answer_loss(slim, x, y, None).backward()
         optimizer.step()
     assert all(torch.equal(v, before[k][0]) for k, v in model.state_dict().items())
 
@@ -246,20 +245,20 @@ def test_scores_and_prune_to_on_layers_without_heads_or_ffn():
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[0, 2], ffn=[6, 0], block_size=11)).eval()
     x, y = torch.randint(0, 12, (10, 11)), torch.randint(0, 10, (10, 4))
-    for scores in (head_importance_gradient(model, x, y), head_importance_ablation(model, x, y),
-                   head_importance_norm(model)):
+    for scores in (head_scores_gradient(model, x, y), head_scores_ablation(model, x, y),
+                   head_scores_norm(model)):
         assert [tuple(s.shape) for s in scores] == [(0,), (2,)]
-    assert [tuple(s.shape) for s in ffn_importance(model, x)] == [(6,), (0,)]
+    assert [tuple(s.shape) for s in ffn_neuron_scores(model, x)] == [(6,), (0,)]
     slim = prune_to(model, [0, 1], [3, 0], x, y, x)
     assert slim.config.heads == [0, 1] and slim.config.ffn == [3, 0]
     nothing = slim_gpt(model, {1: []}, {0: []})
     assert nothing.config.heads == [0, 0] and nothing.config.ffn == [0, 0]
-    for scores in (head_importance_gradient(nothing, x, y), head_importance_ablation(nothing, x, y),
-                   head_importance_norm(nothing), ffn_importance(nothing, x)):
+    for scores in (head_scores_gradient(nothing, x, y), head_scores_ablation(nothing, x, y),
+                   head_scores_norm(nothing), ffn_neuron_scores(nothing, x)):
         assert [tuple(s.shape) for s in scores] == [(0,), (0,)]
     for p in nothing.parameters():
         p.requires_grad_(False)                                # no heads and nothing to train: zeros
-    assert [s.tolist() for s in head_importance_gradient(nothing, x, y)] == [[], []]
+    assert [s.tolist() for s in head_scores_gradient(nothing, x, y)] == [[], []]
     assert prune_to(nothing, [0, 0], [0, 0], x, y, x).config.heads == [0, 0]
     with pytest.raises(ValueError, match=r"heads\[1\] must be in \[0, 0\] \(what layer 1 has\), got 1"):
         prune_to(nothing, [0, 1], [0, 0], x, y, x)
@@ -272,7 +271,7 @@ def test_head_gradient_leaves_parameter_gradients_alone():
     for p in model.parameters():
         p.grad = torch.ones_like(p)
     with torch.no_grad():
-        scores = head_importance_gradient(model, x, y)
+        scores = head_scores_gradient(model, x, y)
     assert all(s.shape == (2,) and (s > 0).all() for s in scores)
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
 
@@ -332,41 +331,41 @@ BAD_GPT = [
     (slim_gpt, (_gpt(), None, {0: torch.tensor([[0, 1]])}), ValueError, r"keep_ffn\[0\] must be 1-D"),
     (slim_gpt, (_gpt(), None, [0, 1]), TypeError, "keep_ffn must be a dict"),
     # scores: model, x, y
-    (head_importance_gradient, (torch.nn.Linear(2, 2), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
-    (head_importance_gradient, (_gpt(), XG.float(), YG), TypeError, "x must hold int token ids, got dtype"),
-    (head_importance_gradient, (_gpt(), XG.numpy(), YG), TypeError, "x must be a torch.Tensor of token ids"),
-    (head_importance_gradient, (_gpt(), XG.tolist(), YG), TypeError, "x must be a torch.Tensor of token ids"),
-    (head_importance_gradient, (_gpt(), torch.full((4, 11), 12), YG), ValueError, r"x must hold token ids in \["),
-    (head_importance_gradient, (_gpt(), torch.full((4, 11), -1), YG), ValueError, r"x must hold token ids in \["),
-    (head_importance_gradient, (_gpt(), torch.zeros(4, 12, dtype=torch.long), YG), ValueError,
+    (head_scores_gradient, (torch.nn.Linear(2, 2), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
+    (head_scores_gradient, (_gpt(), XG.float(), YG), TypeError, "x must hold int token ids, got dtype"),
+    (head_scores_gradient, (_gpt(), XG.numpy(), YG), TypeError, "x must be a torch.Tensor of token ids"),
+    (head_scores_gradient, (_gpt(), XG.tolist(), YG), TypeError, "x must be a torch.Tensor of token ids"),
+    (head_scores_gradient, (_gpt(), torch.full((4, 11), 12), YG), ValueError, r"x must hold token ids in \["),
+    (head_scores_gradient, (_gpt(), torch.full((4, 11), -1), YG), ValueError, r"x must hold token ids in \["),
+    (head_scores_gradient, (_gpt(), torch.zeros(4, 12, dtype=torch.long), YG), ValueError,
      r"x must have shape \(batch, length\) .*\[1, 11\] \(block_size\), got \(4, 12\)"),
-    (head_importance_gradient, (_gpt(), XG[0], YG), ValueError, r"x must have shape \(batch, length\)"),
-    (head_importance_gradient, (_gpt(), XG[:0], YG[:0]), ValueError, "x must have shape .* batch >= 1"),
-    (head_importance_gradient, (_gpt(), XG[..., None], YG), ValueError, r"x must have shape \(batch, length\)"),
-    (head_importance_gradient, (_gpt(), XG, YG[:3]), ValueError, r"y must have shape \(4, digits\)"),
-    (head_importance_gradient, (_gpt(), XG, YG.float()), TypeError, "y must hold int token ids"),
-    (head_importance_gradient, (_gpt(), XG, torch.full((4, 4), 12)), ValueError, r"y must hold token ids in \[0, 11\]"),
-    (head_importance_gradient, (_gpt(), XG, torch.zeros(4, 12, dtype=torch.long)), ValueError,
+    (head_scores_gradient, (_gpt(), XG[0], YG), ValueError, r"x must have shape \(batch, length\)"),
+    (head_scores_gradient, (_gpt(), XG[:0], YG[:0]), ValueError, "x must have shape .* batch >= 1"),
+    (head_scores_gradient, (_gpt(), XG[..., None], YG), ValueError, r"x must have shape \(batch, length\)"),
+    (head_scores_gradient, (_gpt(), XG, YG[:3]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_scores_gradient, (_gpt(), XG, YG.float()), TypeError, "y must hold int token ids"),
+    (head_scores_gradient, (_gpt(), XG, torch.full((4, 4), 12)), ValueError, r"y must hold token ids in \[0, 11\]"),
+    (head_scores_gradient, (_gpt(), XG, torch.zeros(4, 12, dtype=torch.long)), ValueError,
      r"y must have shape \(4, digits\) with 1 <= digits <= 11"),
-    (head_importance_gradient, (_gpt(), XG, YG[:, 0]), ValueError, r"y must have shape \(4, digits\)"),
-    (head_importance_gradient, (_gpt(), XG, "0579"), TypeError, "y must be a torch.Tensor of answer tokens"),
-    (head_importance_ablation, (object(), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
-    (head_importance_ablation, (_gpt(), XG.bool(), YG), TypeError, "x must hold int token ids, got dtype torch.bool"),
-    (head_importance_ablation, (_gpt(), XG, YG[:, :0]), ValueError, r"y must have shape \(4, digits\)"),
-    (head_importance_ablation, (LIED_CONFIG, XG, YG), ValueError, "model does not match model.config"),
-    (head_importance_norm, (None,), TypeError, "model must be a lessons_lib.gpt.GPT, got NoneType"),
-    (head_importance_norm, (SWAPPED_GPT,), ValueError, "model does not match model.config"),
-    (ffn_importance, ([_gpt()], XG), TypeError, "model must be a lessons_lib.gpt.GPT, got list"),
-    (ffn_importance, (_gpt(), XG.double()), TypeError, "x must hold int token ids"),
-    (ffn_importance, (_gpt(), torch.zeros(2, 17, dtype=torch.long)), ValueError, r"x must have shape \(batch,"),
-    (ffn_importance, (_gpt(), None), TypeError, "x must be a torch.Tensor of token ids"),
-    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2)]), TypeError, r"masks must be None or a list of one"),
-    (answer_loss_with_masks, (_gpt(), XG, YG, "ones"), TypeError, r"masks must be None or a list"),
-    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError,
+    (head_scores_gradient, (_gpt(), XG, YG[:, 0]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_scores_gradient, (_gpt(), XG, "0579"), TypeError, "y must be a torch.Tensor of answer tokens"),
+    (head_scores_ablation, (object(), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
+    (head_scores_ablation, (_gpt(), XG.bool(), YG), TypeError, "x must hold int token ids, got dtype torch.bool"),
+    (head_scores_ablation, (_gpt(), XG, YG[:, :0]), ValueError, r"y must have shape \(4, digits\)"),
+    (head_scores_ablation, (LIED_CONFIG, XG, YG), ValueError, "model does not match model.config"),
+    (head_scores_norm, (None,), TypeError, "model must be a lessons_lib.gpt.GPT, got NoneType"),
+    (head_scores_norm, (SWAPPED_GPT,), ValueError, "model does not match model.config"),
+    (ffn_neuron_scores, ([_gpt()], XG), TypeError, "model must be a lessons_lib.gpt.GPT, got list"),
+    (ffn_neuron_scores, (_gpt(), XG.double()), TypeError, "x must hold int token ids"),
+    (ffn_neuron_scores, (_gpt(), torch.zeros(2, 17, dtype=torch.long)), ValueError, r"x must have shape \(batch,"),
+    (ffn_neuron_scores, (_gpt(), None), TypeError, "x must be a torch.Tensor of token ids"),
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2)]), TypeError, r"masks must be None or a list of one"),
+    (answer_loss, (_gpt(), XG, YG, "ones"), TypeError, r"masks must be None or a list"),
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError,
      r"masks\[1\] must be a float tensor of shape \(3,\)"),
-    (answer_loss_with_masks, (_gpt(), XG, YG, [torch.ones(2), torch.ones(3, dtype=torch.long)]), ValueError,
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(3, dtype=torch.long)]), ValueError,
      r"masks\[1\] must be a float tensor"),
-    # top_indices, head_slices
+    # top_indices, head_slice
     (top_indices, ([0.1, 0.2], 1), TypeError, "scores must be a 1-D torch.Tensor of scores, got list"),
     (top_indices, (torch.ones(3), 4), ValueError, r"n must be in \[0, 3\], got 4"),
     (top_indices, (torch.ones(3), -1), ValueError, r"n must be in \[0, 3\], got -1"),
@@ -375,10 +374,10 @@ BAD_GPT = [
     (top_indices, (torch.ones(3), "2"), TypeError, "n must be an int count, got str"),
     (top_indices, (torch.tensor([0.5, float("nan")]), 1), ValueError, r"scores holds NaN \(index 1\)"),
     (top_indices, (torch.ones(2, 2), 1), ValueError, r"scores must be 1-D"),
-    (head_slices, (1.5, 4), ValueError, "head must be an int >= 0, got 1.5"),
-    (head_slices, (-1, 4), ValueError, "head must be an int >= 0, got -1"),
-    (head_slices, (1, 0), ValueError, "head_dim must be an int >= 1, got 0"),
-    (head_slices, (True, 4), ValueError, "head must be an int >= 0, got True"),
+    (head_slice, (1.5, 4), ValueError, "head must be an int >= 0, got 1.5"),
+    (head_slice, (-1, 4), ValueError, "head must be an int >= 0, got -1"),
+    (head_slice, (1, 0), ValueError, "head_dim must be an int >= 1, got 0"),
+    (head_slice, (True, 4), ValueError, "head must be an int >= 0, got True"),
     # prune_to
     (prune_to, (SUB_GPT, [1, 1], [4, 3], XG, YG, XG), TypeError, r"model must be a .*GPT \(not a subclass"),
     (prune_to, (_gpt(), [1], [4, 3], XG, YG, XG), ValueError, r"heads must give one count per layer \(2\), got \[1\]"),

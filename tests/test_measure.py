@@ -7,7 +7,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 import lessons_lib.sparsity as sp
-from lessons_lib.measure import error_vs_sparsity, output_error, relative_error
+from lessons_lib.experiments import error_vs_sparsity
+from lessons_lib.measure import output_error, relative_error
 
 
 def test_relative_error_values():
@@ -65,9 +66,9 @@ def test_error_vs_sparsity_magnitude_beats_random(layer):
 
 
 def test_error_vs_sparsity_errors(layer):
-    with pytest.raises(ValueError, match="amounts must hold at least one fraction"):
+    with pytest.raises(ValueError, match="sparsities must hold at least one fraction"):
         error_vs_sparsity(layer, torch.randn(4, 100), [], sp.magnitude_mask)
-    with pytest.raises(ValueError, match=r"amounts\[1\] must be a fraction in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"sparsities\[1\] must be a fraction in \[0, 1\], got 1.5"):
         error_vs_sparsity(layer, torch.randn(4, 100), [0.5, 1.5], sp.magnitude_mask)
 
 
@@ -96,16 +97,16 @@ def _rebuilt(model):
 
 
 def test_accuracy_vs_sparsity_on_an_already_pruned_model():
-    from lessons_lib.measure import accuracy_vs_sparsity
+    from lessons_lib.experiments import accuracy_vs_sparsity
     from lessons_lib.pruning import prune_global
     from lessons_lib.training import accuracy
 
     model = _pruned_mlp()
     x, y = torch.randn(60, 8), torch.randint(0, 4, (60,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    got = accuracy_vs_sparsity(model, x, y, [0.0, 0.6], prune_global)        # deepcopy used to raise here
+    got = accuracy_vs_sparsity(model, x, y, [0.5, 0.8], prune_global)        # deepcopy used to raise here
     expected = []
-    for amount in (0.0, 0.6):
+    for amount in (0.5, 0.8):
         twin = _rebuilt(model)
         prune_global(twin, amount)
         expected.append(accuracy(twin, x, y))
@@ -115,7 +116,7 @@ def test_accuracy_vs_sparsity_on_an_already_pruned_model():
 
 
 def test_storage_bytes_on_an_already_pruned_model():
-    from lessons_lib.measure import storage_bytes
+    from lessons_lib.experiments import storage_bytes
     from lessons_lib.pruning import remove_masks
 
     model = _pruned_mlp()
@@ -127,12 +128,12 @@ def test_storage_bytes_on_an_already_pruned_model():
     nnz = round(0.3 * 368)
     assert got["csr_int64"] == nnz * 4 + nnz * 8 + (16 + 12 + 4 + 3) * 8 + (16 + 12 + 4) * 4
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    with pytest.raises(ValueError, match="amount=1 is ambiguous"):
+    with pytest.raises(ValueError, match="sparsity=1 is ambiguous"):
         storage_bytes(model, 1)
 
 
 def test_float64_models_stay_float64():
-    from lessons_lib.measure import accuracy_vs_sparsity, sensitivity_scan, storage_bytes
+    from lessons_lib.experiments import accuracy_vs_sparsity, sensitivity_scan, storage_bytes
     from lessons_lib.models import MLP
     from lessons_lib.pruning import prune_global
 
@@ -154,7 +155,7 @@ def test_float64_models_stay_float64():
      "x must have the layer's dtype and device"),
     (lambda layer, x: output_error(layer, x[None], torch.ones(50, 100)), ValueError, r"as a 2-D \(batch, 100\)"),
     (lambda layer, x: error_vs_sparsity(layer, x, [0.5], "magnitude_mask"), TypeError, "mask_fn must be callable"),
-    (lambda layer, x: error_vs_sparsity(layer, x, 0.5, sp.magnitude_mask), TypeError, "amounts must be a list"),
+    (lambda layer, x: error_vs_sparsity(layer, x, 0.5, sp.magnitude_mask), TypeError, "sparsities must be a list"),
 ])
 def test_output_error_inputs_that_used_to_pass_silently(layer, call, error, message):
     with pytest.raises(error, match=message):
@@ -163,19 +164,19 @@ def test_output_error_inputs_that_used_to_pass_silently(layer, call, error, mess
 
 @pytest.mark.parametrize(("kwargs", "error", "message"), [
     ({"prune_fn": "prune_global"}, TypeError, "prune_fn must be callable"),
-    ({"amounts": 0.5}, TypeError, "amounts must be a list of fractions"),
-    ({"amounts": [0.5, 2.0]}, ValueError, r"amounts\[1\] must be a fraction"),
+    ({"sparsities": 0.5}, TypeError, "sparsities must be a list of fractions"),
+    ({"sparsities": [0.5, 2.0]}, ValueError, r"sparsities\[1\] must be a fraction"),
     ({"y": torch.full((20,), 4)}, ValueError, r"y must hold class indices in \[0, 4\)"),
     ({"y": torch.zeros(20)}, ValueError, "y must be an int64 tensor"),
     ({"x": torch.randn(20, 5)}, ValueError, r"model could not run on x of shape \(20, 5\)"),
 ])
 def test_accuracy_vs_sparsity_checks_everything_first(kwargs, error, message):
-    from lessons_lib.measure import accuracy_vs_sparsity
+    from lessons_lib.experiments import accuracy_vs_sparsity
     from lessons_lib.models import MLP
     from lessons_lib.pruning import prune_global
 
     args = {"model": MLP((8, 6, 4)), "x": torch.randn(20, 8), "y": torch.randint(0, 4, (20,)),
-            "amounts": [0.5], "prune_fn": lambda m, a: prune_global(m, a) or calls.append(a), **kwargs}
+            "sparsities": [0.5], "prune_fn": lambda m, a: prune_global(m, a) or calls.append(a), **kwargs}
     calls = []
     with pytest.raises(error, match=message):
         accuracy_vs_sparsity(**args)

@@ -8,7 +8,8 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lessons_lib.data import digits_split
-from lessons_lib.models import MLP, linear_layers
+from lessons_lib.models import MLP
+from lessons_lib.pruning import linear_layers
 from lessons_lib.training import accuracy, train, train_together
 
 

@@ -58,9 +58,9 @@ def test_error_curves_with_band():
 
 
 def test_error_curves_errors():
-    with pytest.raises(ValueError, match="amounts and curves must both be non-empty"):
+    with pytest.raises(ValueError, match="sparsities and curves must both be non-empty"):
         plot_error_vs_sparsity([], {"a": []})
-    with pytest.raises(ValueError, match=r"curve 'a' must have 2 values \(one per amount\), got 3"):
+    with pytest.raises(ValueError, match=r"curve 'a' must have 2 values \(one per sparsity\), got 3"):
         plot_error_vs_sparsity([0.1, 0.2], {"a": [1, 2, 3]})
 
 
@@ -79,7 +79,7 @@ def test_pruned_layer_two_panels():
     (lambda: plot_error_vs_sparsity([0.1], [[1.0]]), TypeError, "curves must be a dict mapping"),
     (lambda: plot_error_vs_sparsity([0.1], {"a": [1.0]}, spreads={"b": [0.1]}), ValueError,
      r"spreads must name curves that exist, got \['b'\]"),
-    (lambda: plot_error_vs_sparsity("0.1", {"a": [1.0]}), TypeError, "amounts must be a list"),
+    (lambda: plot_error_vs_sparsity("0.1", {"a": [1.0]}), TypeError, "sparsities must be a list"),
     (lambda: plot_error_vs_sparsity([0.1], {"a": 1.0}), TypeError, "curve 'a' must be a list of numbers"),
     (lambda: plot_accuracy_vs_sparsity([0.1], [[0.5]]), TypeError, "curves must be a dict mapping"),
     (lambda: plot_accuracy_vs_sparsity([0.1], {"a": [0.5]}, chance=5), ValueError, "chance must be a fraction"),

@@ -228,9 +228,9 @@ CASES = [
          {"model": NO_LINEAR,
           "amounts": st.one_of(NOT_MAPPING, st.just({"layers.0": 0.5, "layers.9": 0.5}),
                                BAD_FRACTION.map(lambda a: {"layers.0": 0.5, "layers.1": a}))}),
-    Case(pruning.prune_global_to, lambda: {"model": mlp(), "target": 0.7},
+    Case(pruning.prune_global, lambda: {"model": mlp(), "target": 0.7},
          {"model": NO_LINEAR, "target": BAD_FRACTION}),
-    Case(pruning.prune_layerwise_to, lambda: {"model": mlp(), "target": 0.7},
+    Case(pruning.prune_layerwise, lambda: {"model": mlp(), "target": 0.7},
          {"model": NO_LINEAR, "target": BAD_FRACTION}),
     Case(pruning.remove_masks, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
     Case(pruning.layer_sparsities, lambda: {"model": mlp()}, {"model": NO_LINEAR}),
@@ -278,9 +278,9 @@ CASES = [
          {"model": NO_LINEAR, "data": bad_split(), "plan": BAD_PLAN, "epochs": BAD_COUNT, "lr": BAD_SIZE,
           "scope": st.sampled_from([None, "local", 3, "GLOBAL"])}),
     # structured (MLP)
-    Case(structured.importance_l2, lambda: {"model": mlp()}, {"model": NOT_MLP}),
-    Case(structured.importance_activation, _only(_mlp_args(), "model", "x"), {"model": NOT_MLP, "x": MLP_X}),
-    Case(structured.importance_taylor, _mlp_args(), {"model": NOT_MLP, "x": MLP_X, "y": MLP_Y}),
+    Case(structured.neuron_scores_l2, lambda: {"model": mlp()}, {"model": NOT_MLP}),
+    Case(structured.neuron_scores_activation, _only(_mlp_args(), "model", "x"), {"model": NOT_MLP, "x": MLP_X}),
+    Case(structured.neuron_scores_taylor, _mlp_args(), {"model": NOT_MLP, "x": MLP_X, "y": MLP_Y}),
     Case(structured.slim_mlp, lambda: {"model": mlp(), "keep": {0: torch.tensor([0, 3, 5]), 1: torch.tensor([1, 2])}},
          {"model": NOT_MLP,
           "keep": st.one_of(NOT_MAPPING, st.sampled_from([
@@ -293,7 +293,7 @@ CASES = [
          {"layer": NO_LINEAR, "next_layer": st.one_of(NO_LINEAR, st.just(nn.Linear(5, 4))),
           "keep": st.sampled_from([None, "0,2", torch.tensor([0.5, 1.7]), torch.tensor([0, 6]), torch.tensor([2, 2]),
                                    torch.tensor([[0, 1]]), [0, 9]])}),
-    Case(structured.copy_linear, lambda: {"layer": nn.Linear(8, 4)}, {"layer": NO_LINEAR}),
+    Case(structured.slim_linear, lambda: {"layer": nn.Linear(8, 4)}, {"layer": NO_LINEAR}),
     Case(structured.max_output_difference, lambda: {"model_a": mlp(), "model_b": mlp(), "x": mlp_xy()[0]},
          {"model_a": NOT_MODULE, "model_b": NOT_MODULE, "x": MLP_X}),
     # GPT
@@ -311,10 +311,10 @@ CASES = [
               {0: [0.5, 1.7]}, {0: [2]}, {0: [1, 1]}, {0: [-1]}, {5: [0]}, {"0": [0]}, {0: "01"}, {0: 1}])),
           "keep_ffn": st.one_of(NOT_MAPPING.filter(lambda v: v is not None), st.sampled_from([
               {0: [0.5]}, {0: [8]}, {1: [0, 0]}, {2: [0]}, {0: [[0, 1]]}]))}),
-    Case(gpt_structured.head_importance_gradient, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
-    Case(gpt_structured.head_importance_ablation, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
-    Case(gpt_structured.head_importance_norm, lambda: {"model": small_gpt()}, {"model": NOT_GPT}),
-    Case(gpt_structured.ffn_importance, _only(_gpt_args(), "model", "x"), {"model": NOT_GPT, "x": GPT_X}),
+    Case(gpt_structured.head_scores_gradient, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
+    Case(gpt_structured.head_scores_ablation, _gpt_args(), {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y}),
+    Case(gpt_structured.head_scores_norm, lambda: {"model": small_gpt()}, {"model": NOT_GPT}),
+    Case(gpt_structured.ffn_neuron_scores, _only(_gpt_args(), "model", "x"), {"model": NOT_GPT, "x": GPT_X}),
     Case(gpt_structured.prune_to, lambda: {**_gpt_args()(), "heads": [1, 2], "ffn": [4, 3], "calibration": gpt_xy()[0]},
          {"model": NOT_GPT, "x": GPT_X, "y": GPT_Y, "calibration": GPT_X,
           "heads": st.sampled_from([None, [1], [3, 1], [-1, 1], [1.5, 1], "12", {0: 1, 1: 1}, [True, 1]]),
@@ -407,7 +407,7 @@ def test_pruning_to_rising_targets_reaches_each(targets: list[float]) -> None:
     model = mlp()
     n = sum(layer.weight.numel() for layer in model.layers)
     for target in targets:
-        pruning.prune_global_to(model, target)
+        pruning.prune_global(model, target)
         assert abs(sparsity.model_sparsity(model) - target) <= 1 / n + 1e-9
 
 
@@ -426,12 +426,12 @@ def test_masks_move_between_models_unchanged(amount: float) -> None:
 def test_gradient_scores_refuse_inference_mode_instead_of_returning_zeros() -> None:
     x, y = gpt_xy()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside that block"):
-        gpt_structured.head_importance_gradient(small_gpt(), x, y)
+        gpt_structured.head_scores_gradient(small_gpt(), x, y)
     x, y = mlp_xy()
     with torch.inference_mode(), pytest.raises(RuntimeError, match="outside that block"):
-        structured.importance_taylor(mlp(), x, y)
+        structured.neuron_scores_taylor(mlp(), x, y)
     with torch.no_grad():                                    # no_grad is fine: enable_grad undoes it
-        assert any(s.sum() > 0 for s in gpt_structured.head_importance_gradient(small_gpt(), *gpt_xy()))
+        assert any(s.sum() > 0 for s in gpt_structured.head_scores_gradient(small_gpt(), *gpt_xy()))
 
 
 def test_train_refuses_an_optimizer_of_another_model() -> None:

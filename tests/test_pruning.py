@@ -9,9 +9,10 @@ import torch
 from torch.nn.utils import prune
 
 import lessons_lib.pruning as pr
-from lessons_lib.measure import accuracy_vs_sparsity, sensitivity_scan
-from lessons_lib.models import MLP, linear_layers
-from lessons_lib.sparsity import model_sparsity
+from lessons_lib.experiments import allocate_sparsity, accuracy_vs_sparsity, sensitivity_scan
+from lessons_lib.models import MLP
+from lessons_lib.pruning import linear_layers
+from lessons_lib.pruning import model_sparsity
 
 
 @pytest.fixture
@@ -30,8 +31,8 @@ def test_layerwise_prunes_each_layer_equally(mlp):
 
 def test_random_layerwise_is_repeatable_and_not_magnitude(mlp):
     a, b, c = copy.deepcopy(mlp), copy.deepcopy(mlp), copy.deepcopy(mlp)
-    pr.prune_layerwise(a, 0.5, torch.Generator().manual_seed(1), random=True)
-    pr.prune_layerwise(b, 0.5, torch.Generator().manual_seed(1), random=True)
+    pr.prune_random(a, 0.5, torch.Generator().manual_seed(1))
+    pr.prune_random(b, 0.5, torch.Generator().manual_seed(1))
     pr.prune_layerwise(c, 0.5)
     assert pr.get_masks(a).keys() == pr.get_masks(c).keys()
     assert all(torch.equal(pr.get_masks(a)[n], pr.get_masks(b)[n]) for n in pr.get_masks(a))
@@ -56,23 +57,23 @@ def test_global_threshold_matches_global_unstructured(mlp):
 
 def test_prune_global_to_accumulates(mlp):
     for target in (0.3, 0.6, 0.9):
-        pr.prune_global_to(mlp, target)
+        pr.prune_global(mlp, target)
         assert model_sparsity(mlp) == pytest.approx(target, abs=2 / 400)
-    with pytest.raises(ValueError, match="target must be >= the current sparsity"):
-        pr.prune_global_to(mlp, 0.5)
+    with pytest.raises(ValueError, match="sparsity must be >= the current sparsity"):
+        pr.prune_global(mlp, 0.5)
 
 
 def test_per_layer_and_errors_before_any_change(mlp):
-    with pytest.raises(ValueError, match=r"amounts has a key 'layers.9' that is not a Linear layer"):
+    with pytest.raises(ValueError, match=r"sparsities has a key 'layers.9' that is not a Linear layer"):
         pr.prune_per_layer(mlp, {"layers.0": 0.5, "layers.9": 0.5})
-    with pytest.raises(ValueError, match=r"amounts\['layers.1'\] must be a fraction in \[0, 1\], got 1.2"):
+    with pytest.raises(ValueError, match=r"sparsities\['layers.1'\] must be a fraction in \[0, 1\], got 1.2"):
         pr.prune_per_layer(mlp, {"layers.0": 0.5, "layers.1": 1.2})
     assert not any(prune.is_pruned(layer) for layer in linear_layers(mlp).values())
     pr.prune_per_layer(mlp, {"layers.1": 0.25})
     assert pr.layer_sparsities(mlp) == {"layers.0": 0.0, "layers.1": 0.25, "layers.2": 0.0}
 
 
-@pytest.mark.parametrize("fn", [pr.prune_layerwise, pr.prune_global, pr.prune_global_to])
+@pytest.mark.parametrize("fn", [pr.prune_layerwise, pr.prune_global, pr.prune_global])
 def test_bad_fraction_changes_nothing(mlp, fn):
     with pytest.raises(ValueError, match="must be a fraction in"):
         fn(mlp, 1.5)
@@ -99,7 +100,7 @@ def test_apply_masks_errors(mlp):
 def test_global_threshold_errors():
     with pytest.raises(ValueError, match="weights must hold at least one tensor"):
         pr.global_threshold([], 0.5)
-    with pytest.raises(ValueError, match=r"amount must be a fraction in \[0, 1\], got -0.5"):
+    with pytest.raises(ValueError, match=r"sparsity must be a fraction in \[0, 1\], got -0.5"):
         pr.global_threshold([torch.ones(3)], -0.5)
 
 
@@ -107,20 +108,20 @@ def test_allocate_prefers_cheap_layers():
     amounts = [0.0, 0.5, 0.9]
     scan = {"big": [0.9, 0.9, 0.88], "small": [0.9, 0.5, 0.1]}
     sizes = {"big": 900, "small": 100}
-    chosen = pr.allocate_sparsity(scan, amounts, sizes, target=0.8)
+    chosen = allocate_sparsity(scan, amounts, sizes, sparsity=0.8)
     assert chosen == {"big": 0.9, "small": 0.0}
     overall = sum(sizes[n] * a for n, a in chosen.items()) / 1000
     assert overall >= 0.8
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (({"a": [1, 1]}, [0.1, 0.5], {"a": 10}, 0.3), "amounts must be strictly increasing and start at 0"),
+    (({"a": [1, 1]}, [0.1, 0.5], {"a": 10}, 0.3), "sparsities must be strictly increasing and start at 0"),
     (({"a": [1, 1]}, [0.0, 0.5], {"b": 10}, 0.3), "scan and sizes must name the same layers"),
-    (({"a": [1, 1]}, [0.0, 0.5], {"a": 10}, 0.8), r"target 0.8 is above what amounts allow \(0.5\)"),
+    (({"a": [1, 1]}, [0.0, 0.5], {"a": 10}, 0.8), r"sparsity 0.8 is above what sparsities allow \(0.5\)"),
 ])
 def test_allocate_errors(args, message):
     with pytest.raises(ValueError, match=message):
-        pr.allocate_sparsity(*args)
+        allocate_sparsity(*args)
 
 
 def test_accuracy_vs_sparsity_and_scan_leave_model_alone(mlp):
@@ -131,16 +132,16 @@ def test_accuracy_vs_sparsity_and_scan_leave_model_alone(mlp):
     scan = sensitivity_scan(mlp, x, y, [0.0, 0.5])
     assert list(scan) == ["layers.0", "layers.1", "layers.2"] and all(v[0] == accs[0] for v in scan.values())
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
-    with pytest.raises(ValueError, match="amounts must hold at least one fraction"):
+    with pytest.raises(ValueError, match="sparsities must hold at least one fraction"):
         accuracy_vs_sparsity(mlp, x, y, [], pr.prune_global)
 
 
 def test_prune_layerwise_to_accumulates_per_layer(mlp):
-    pr.prune_layerwise_to(mlp, 0.5)
-    pr.prune_layerwise_to(mlp, 0.75)
+    pr.prune_layerwise(mlp, 0.5)
+    pr.prune_layerwise(mlp, 0.75)
     assert pr.layer_sparsities(mlp) == {"layers.0": 0.75, "layers.1": 0.75, "layers.2": 0.75}
-    with pytest.raises(ValueError, match="target must be >= every layer's current sparsity 0.7500, got 0.5"):
-        pr.prune_layerwise_to(mlp, 0.5)
+    with pytest.raises(ValueError, match=r"sparsity must be >= layers.0's current sparsity 0.7500 \(masks are never undone\), got 0.5"):
+        pr.prune_layerwise(mlp, 0.5)
 
 
 # --- validate everything, then mutate -----------------------------------------------------------
@@ -165,14 +166,14 @@ def _same(a, b):
     (lambda m: pr.prune_layerwise(m, 0.5, layers={"a": m.layers[0], "b": m.layers[0]}),
      ValueError, "layers must not name the same layer twice"),
     (lambda m: pr.prune_layerwise(m, 0.5, layers=[m.layers[0]]), TypeError, "layers must be a dict mapping"),
-    (lambda m: pr.prune_layerwise(m, 0.5, random=True, generator=3), TypeError, "generator must be a CPU"),
+    (lambda m: pr.prune_random(m, 0.5, generator=3), TypeError, "generator must be a CPU"),
     (lambda m: pr.prune_global(m, 0.5, layers={"a": m.layers[0], "relu": torch.nn.ReLU()}),
      TypeError, r"layers\['relu'\] must be a torch.nn.Linear"),
-    (lambda m: pr.prune_global(m, 0.5, layers={}), ValueError, "layers must hold at least one Linear layer"),
-    (lambda m: pr.prune_per_layer(m, [("layers.0", 0.5)]), TypeError, "amounts must be a dict mapping"),
-    (lambda m: pr.prune_per_layer(m, {"layers.0": 0.5, 1: 0.5}), ValueError, "amounts has a key 1 that is not"),
+    (lambda m: pr.prune_global(m, 0.5, layers={}), ValueError, "at least one Linear layer with weights"),
+    (lambda m: pr.prune_per_layer(m, [("layers.0", 0.5)]), TypeError, "sparsities must be a dict mapping"),
+    (lambda m: pr.prune_per_layer(m, {"layers.0": 0.5, 1: 0.5}), ValueError, "sparsities has a key 1 that is not"),
     (lambda m: pr.prune_per_layer(m, {"layers.0": 0.5, "layers.1": "0.9"}), TypeError,
-     r"amounts\['layers.1'\] must be a fraction"),
+     r"sparsities\['layers.1'\] must be a fraction"),
     (lambda m: pr.apply_masks(m, {"layers.0": torch.ones(16, 8, dtype=torch.bool), "layers.2": np.ones((4, 12))}),
      TypeError, r"masks\['layers.2'\] must be a torch.Tensor"),
     (lambda m: pr.apply_masks(m, {"layers.0": torch.ones(16, 8), "layers.2": torch.full((4, 12), 0.3)}),
@@ -196,7 +197,7 @@ def test_pruning_functions_refuse_non_models():
         with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
             fn("model")
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
-        pr.prune_global_to([torch.nn.Linear(2, 2)], 0.5)
+        pr.prune_global([torch.nn.Linear(2, 2)], 0.5)
 
 
 def test_a_pruned_bias_alone_is_not_a_pruned_weight(mlp):
@@ -209,16 +210,16 @@ def test_a_pruned_bias_alone_is_not_a_pruned_weight(mlp):
 
 @pytest.mark.parametrize(("args", "error", "message"), [
     (([0.9, 0.8], [0.0, 0.5], {"a": 3}, 0.3), TypeError, "scan must be a dict mapping"),
-    (({"a": [1, 1, 1]}, [0.0, 0.5, 0.5], {"a": 3}, 0.6), ValueError, "amounts must be strictly increasing"),
+    (({"a": [1, 1, 1]}, [0.0, 0.5, 0.5], {"a": 3}, 0.6), ValueError, "sparsities must be strictly increasing"),
     (({"a": [1, 1]}, [0.0, 0.5], {"a": 0}, 0.3), ValueError, r"sizes\['a'\] must be an int >= 1"),
-    (({"a": [1, 1]}, [0.0, 1.5], {"a": 3}, 0.3), ValueError, r"amounts\[1\] must be a fraction"),
+    (({"a": [1, 1]}, [0.0, 1.5], {"a": 3}, 0.3), ValueError, r"sparsities\[1\] must be a fraction"),
     (({"a": [1, math.nan]}, [0.0, 0.5], {"a": 3}, 0.3), ValueError, r"scan\['a'\] must hold finite numbers"),
     (({"a": [1, 1]}, [0.0, 0.5], [3], 0.3), TypeError, "sizes must be a dict mapping"),
     (({"a": [1, 1]}, (0.0, 0.5), {"a": 2.5}, 0.3), ValueError, r"sizes\['a'\] must be an int"),
 ])
 def test_allocate_refuses_what_used_to_divide_by_zero(args, error, message):
     with pytest.raises(error, match=message):
-        pr.allocate_sparsity(*args)
+        allocate_sparsity(*args)
 
 
 def test_global_threshold_refuses_junk():
@@ -236,13 +237,13 @@ def test_prune_to_reaches_the_target_over_plain_zeros(mlp):
     """After prune.remove the zeros are plain values: pruning to 0.9 used to stop at 0.8."""
     n = {name: layer.weight.numel() for name, layer in linear_layers(mlp).items()}
     layerwise = copy.deepcopy(mlp)
-    pr.prune_global_to(mlp, 0.5)
+    pr.prune_global(mlp, 0.5)
     pr.remove_masks(mlp)
-    pr.prune_global_to(mlp, 0.9)
+    pr.prune_global(mlp, 0.9)
     assert int(sum((layer.weight == 0).sum() for layer in linear_layers(mlp).values())) == round(0.9 * sum(n.values()))
-    pr.prune_layerwise_to(layerwise, 0.5)
+    pr.prune_layerwise(layerwise, 0.5)
     pr.remove_masks(layerwise)
-    pr.prune_layerwise_to(layerwise, 0.9)
+    pr.prune_layerwise(layerwise, 0.9)
     assert {k: int((layer.weight == 0).sum()) for k, layer in linear_layers(layerwise).items()} == \
         {k: round(0.9 * v) for k, v in n.items()}
 
@@ -250,9 +251,9 @@ def test_prune_to_reaches_the_target_over_plain_zeros(mlp):
 def test_prune_to_the_same_target_twice_is_a_no_op(mlp):
     n = sum(layer.weight.numel() for layer in mlp.layers)          # 368 weights
     target = 11.5 / n                                              # rounds to 12 zeros, above the target
-    pr.prune_global_to(mlp, target)
+    pr.prune_global(mlp, target)
     masks = pr.get_masks(mlp)
-    pr.prune_global_to(mlp, target)                                # used to raise: "target must be >= 0.0326"
+    pr.prune_global(mlp, target)                                # used to raise: "target must be >= 0.0326"
     assert all(torch.equal(masks[k], v) for k, v in pr.get_masks(mlp).items())
     assert model_sparsity(mlp) == 12 / n
 
@@ -264,10 +265,10 @@ def test_prune_global_to_on_a_gpt_counts_only_what_it_prunes():
 
     torch.manual_seed(0)
     model = GPT(GPTConfig())
-    linear = linear_layers(model).values()
+    linear = model.prunable_layers().values()                       # the blocks' Linear layers
     n = sum(layer.weight.numel() for layer in linear)
     for target in (0.5, 0.7, 0.9):
-        pr.prune_global_to(model, target)
+        pr.prune_global(model, target)
         assert sum(int((layer.weight == 0).sum()) for layer in linear) == round(target * n)
 
 
@@ -282,22 +283,21 @@ def empty_gpt():
 
 
 def test_layers_with_no_weights_have_no_sparsity_and_nothing_to_prune(empty_gpt):
-    from lessons_lib.gpt import prunable_layers
-    from lessons_lib.sparsity import sparsity_report
+    from lessons_lib.pruning import prunable_layers
+    from lessons_lib.pruning import sparsity_report
 
     empty = {n for n, layer in linear_layers(empty_gpt).items() if layer.weight.numel() == 0}
     assert empty == {"blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v", "blocks.0.attn.out",
                      "blocks.1.fc1", "blocks.1.fc2"}
-    assert set(pr.layer_sparsities(empty_gpt)) == set(linear_layers(empty_gpt)) - empty
+    assert set(pr.layer_sparsities(empty_gpt)) == set(empty_gpt.prunable_layers()) - empty
     assert not {row.layer for row in sparsity_report(empty_gpt)} & empty
-    for prune_fn in (pr.prune_layerwise, pr.prune_global, pr.prune_layerwise_to, pr.prune_global_to):
+    for prune_fn in (pr.prune_layerwise, pr.prune_global, pr.prune_random):
         model = copy.deepcopy(empty_gpt)
         prune_fn(model, 0.5)
-        assert set(pr.get_masks(model)) == set(linear_layers(model)) - empty
-        assert all(abs(s - 0.5) < 0.01 for s in pr.layer_sparsities(model).values()) or prune_fn in (
-            pr.prune_global, pr.prune_global_to)
+        assert set(pr.get_masks(model)) == set(model.prunable_layers()) - empty
+        assert all(abs(s - 0.5) < 0.01 for s in pr.layer_sparsities(model).values()) or prune_fn is pr.prune_global
     x = torch.randint(0, 12, (3, 11))
-    norms = pr.input_norms(empty_gpt, x, prunable_layers(empty_gpt))
+    norms = pr.input_norms(empty_gpt, x, empty_gpt.prunable_layers())      # the empty layers too
     assert norms["blocks.0.attn.out"].shape == (0,) and norms["blocks.1.fc2"].shape == (0,)
     assert torch.equal(norms["blocks.0.attn.q"], torch.zeros(16))   # never ran: no rows, zero norms
 
@@ -314,15 +314,15 @@ def test_input_norms_names_layers_the_forward_never_uses(mlp):
 
 def test_copy_model_copies_pruned_models_exactly(mlp):
     mlp.double()
-    pr.prune_global(mlp, 0.6)
-    pr.prune_layerwise(mlp, 0.2)                          # a PruningContainer on every layer
+    pr.prune_layerwise(mlp, 0.3)
+    pr.prune_global(mlp, 0.6)                             # a PruningContainer on every layer
     twin = pr.copy_model(mlp)                             # copy.deepcopy raises on this model
     x = torch.randn(5, 8, dtype=torch.float64)
     assert torch.equal(twin(x), mlp(x)) and twin.layers[0].weight_orig.dtype == torch.float64
     assert all(torch.equal(a, b) for a, b in zip(twin.state_dict().values(), mlp.state_dict().values(), strict=True))
     assert not set(map(id, twin.parameters())) & set(map(id, mlp.parameters()))
     before = copy.deepcopy(mlp.state_dict())
-    pr.prune_global(twin, 0.5)
+    pr.prune_global(twin, 0.8)
     with torch.no_grad():
         twin.layers[0].weight_orig.add_(1)
     assert all(torch.equal(before[k], v) for k, v in mlp.state_dict().items())
@@ -334,21 +334,26 @@ def test_masks_keep_dtype_and_device():
     weight = torch.randn(6, 5, device="meta")
     assert random_mask(weight, 0.5).device.type == "meta"         # was always on the CPU
     model = MLP((8, 16, 12, 4)).double()
-    pr.prune_layerwise(model, 0.5, generator=torch.Generator().manual_seed(0), random=True)
+    pr.prune_random(model, 0.5, generator=torch.Generator().manual_seed(0))
     other = MLP((8, 16, 12, 4)).double()
     pr.apply_masks(other, pr.get_masks(model))
     norms = pr.input_norms(other, torch.randn(3, 8, dtype=torch.float64), {"layers.1": other.layers[1]})
     assert other.layers[0].weight.dtype == torch.float64 and norms["layers.1"].dtype == torch.float64
 
 
-def test_random_pruning_twice_prunes_a_fraction_of_what_is_left(mlp):
-    """Like prune.l1_unstructured: 0.5 then 0.5 leaves a quarter (random used to redraw over all entries)."""
+def test_random_pruning_reaches_the_total_and_keeps_what_is_zero(mlp):
+    """A sparsity is a total: 0.5 then 0.75 leaves each layer at 0.75 (not 0.875, as prune's
+    `amount` of what is left would), and the second draw adds to the first mask."""
     plain = copy.deepcopy(mlp)
-    pr.prune_layerwise(mlp, 0.5, torch.Generator().manual_seed(3), random=True)
-    pr.prune_layerwise(plain, 0.5, torch.Generator().manual_seed(3), random=True)
-    assert all(torch.equal(a, b) for a, b in zip(pr.get_masks(mlp).values(), pr.get_masks(plain).values(),
-                                                 strict=True))      # unpruned layers: random_mask's draw
-    pr.prune_layerwise(mlp, 0.5, torch.Generator().manual_seed(4), random=True)
-    for layer in linear_layers(mlp).values():
-        n = layer.weight.numel()
-        assert int((layer.weight_mask == 0).sum()) == round(n / 2) + round(0.5 * (n - round(n / 2)))
+    pr.prune_random(mlp, 0.5, torch.Generator().manual_seed(3))
+    pr.prune_random(plain, 0.5, torch.Generator().manual_seed(3))
+    first = pr.get_masks(mlp)
+    assert all(torch.equal(a, b) for a, b in zip(first.values(), pr.get_masks(plain).values(), strict=True))
+    pr.prune_random(mlp, 0.75, torch.Generator().manual_seed(4))
+    for name, layer in linear_layers(mlp).items():
+        assert int((layer.weight_mask == 0).sum()) == round(0.75 * layer.weight.numel())
+        assert not (layer.weight_mask.bool() & ~first[name]).any()         # a pruned weight stays pruned
+    pr.prune_random(mlp, 0.75, torch.Generator().manual_seed(5))          # the same total: nothing changes
+    assert all(torch.equal(pr.get_masks(mlp)[n], m.weight_mask.bool()) for n, m in linear_layers(mlp).items())
+    with pytest.raises(ValueError, match="sparsity must be >= layers.0's current sparsity 0.7500"):
+        pr.prune_random(mlp, 0.5)

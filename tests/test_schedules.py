@@ -21,7 +21,7 @@ from lessons_lib.schedules import (
     sparsity_per_epoch,
     train_with_plan,
 )
-from lessons_lib.sparsity import model_sparsity
+from lessons_lib.pruning import model_sparsity
 from lessons_lib.training import accuracy, train
 
 
@@ -31,7 +31,7 @@ def test_cubic_formula_at_ends_and_inside():
     assert cubic_sparsity(10, 0.9, 0, 10) == pytest.approx(0.9)
     assert cubic_sparsity(50, 0.9, 0, 10) == pytest.approx(0.9)
     assert cubic_sparsity(5, 0.8, 0, 10) == pytest.approx(0.8 * (1 - 0.5 ** 3))
-    assert cubic_sparsity(4, 0.8, 2, 6, initial=0.2) == pytest.approx(0.8 + (0.2 - 0.8) * 0.5 ** 3)
+    assert cubic_sparsity(4, 0.8, 2, 6, initial_sparsity=0.2) == pytest.approx(0.8 + (0.2 - 0.8) * 0.5 ** 3)
     values = [cubic_sparsity(t, 0.9, 0, 10) for t in range(11)]
     steps = [b - a for a, b in zip(values, values[1:], strict=False)]
     assert values == sorted(values) and steps == sorted(steps, reverse=True)     # fast first, slow last
@@ -48,11 +48,11 @@ def test_plans():
 
 
 @pytest.mark.parametrize(("call", "message"), [
-    (lambda: cubic_sparsity(1, 1.5, 0, 10), r"final must be a fraction in \[0, 1\], got 1.5"),
+    (lambda: cubic_sparsity(1, 1.5, 0, 10), r"final_sparsity must be a fraction in \[0, 1\], got 1.5"),
     (lambda: cubic_sparsity(1, 0.5, 10, 10), "end must be greater than start, got start=10, end=10"),
     (lambda: iterative_plan(0.9, 5, 6), r"steps must be <= epochs \(5\), got 6"),
     (lambda: cubic_plan(0.9, 30, 10, end=40), r"end must be in \[steps, epochs\] = \[10, 30\], got 40"),
-    (lambda: one_shot_plan(-0.1), "final must be a fraction"),
+    (lambda: one_shot_plan(-0.1), "sparsity must be a fraction"),
     (lambda: sparsity_per_epoch([], 0), "epochs must be a positive int, got 0"),
 ])
 def test_schedule_errors(call, message):
@@ -76,7 +76,7 @@ def test_train_with_plan_reaches_targets(data):
 
 @pytest.mark.parametrize(("plan", "message"), [
     ([(5, 0.5)], r"plan epochs must be in \[0, 3\), got \[5\]"),
-    ([(0, 0.8), (1, 0.5)], "plan targets must not decrease"),
+    ([(0, 0.8), (1, 0.5)], "plan sparsities must not decrease"),
 ])
 def test_train_with_plan_bad_plans_change_nothing(data, plan, message):
     model = MLP()
@@ -86,7 +86,7 @@ def test_train_with_plan_bad_plans_change_nothing(data, plan, message):
 
 
 def test_compare_schedules_small(data):
-    results = compare_schedules(data, seeds=[0, 1], targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    results = compare_schedules(data, seeds=[0, 1], sparsities=[0.5], epochs=3, steps=1, pretrain_epochs=3)
     assert [r.seed for r in results] == [0, 1]
     for result in results:
         assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "iterative", "cubic")}
@@ -95,13 +95,13 @@ def test_compare_schedules_small(data):
             kept = sum(int(m.sum()) for m in masks.values())
             assert kept == pytest.approx(0.5 * 50_432, abs=2)
     assert results[0].accuracy != results[1].accuracy                          # seeds differ
-    again = compare_schedules(data, seeds=[0, 1], targets=[0.5], epochs=3, steps=1, pretrain_epochs=3)
+    again = compare_schedules(data, seeds=[0, 1], sparsities=[0.5], epochs=3, steps=1, pretrain_epochs=3)
     assert [r.accuracy for r in again] == [r.accuracy for r in results]        # deterministic
 
 
 def test_compare_schedules_runs_equal_separate_training(data):
     """Training together gives each run what train_with_plan gives it alone (up to rounding)."""
-    (result,) = compare_schedules(data, seeds=[3], targets=[0.9], epochs=6, steps=2, pretrain_epochs=2)
+    (result,) = compare_schedules(data, seeds=[3], sparsities=[0.9], epochs=6, steps=2, pretrain_epochs=2)
     seed_everything(3, threads=1)
     dense = MLP()
     train(dense, data, 2, seed=3, progress=False)
@@ -113,12 +113,12 @@ def test_compare_schedules_runs_equal_separate_training(data):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"seeds": [], "targets": [0.5]}, "seeds and targets must not be empty"),
-    ({"seeds": [0], "targets": [1.5]}, r"targets\[0\] must be a fraction in \[0, 1\], got 1.5"),
-    ({"seeds": [0], "targets": [0.5], "steps": 4, "epochs": 3}, r"at most epochs / 3 .*steps=4, epochs=3"),
-    ({"seeds": [0], "targets": [0.5], "epochs": 0}, "epochs must be a positive int, got 0"),
-    ({"seeds": [0], "targets": [0.5], "steps": 1, "epochs": 2}, r"at most epochs / 3 .*steps=1, epochs=2"),
-    ({"seeds": [0], "targets": [0.5], "pretrain_epochs": 0}, "pretrain_epochs must be a positive int, got 0"),
+    ({"seeds": [], "sparsities": [0.5]}, "seeds and sparsities must not be empty"),
+    ({"seeds": [0], "sparsities": [1.5]}, r"sparsities\[0\] must be a fraction in \[0, 1\], got 1.5"),
+    ({"seeds": [0], "sparsities": [0.5], "steps": 4, "epochs": 3}, r"at most epochs / 3 .*steps=4, epochs=3"),
+    ({"seeds": [0], "sparsities": [0.5], "epochs": 0}, "epochs must be a positive int, got 0"),
+    ({"seeds": [0], "sparsities": [0.5], "steps": 1, "epochs": 2}, r"at most epochs / 3 .*steps=1, epochs=2"),
+    ({"seeds": [0], "sparsities": [0.5], "pretrain_epochs": 0}, "pretrain_epochs must be a positive int, got 0"),
 ])
 def test_compare_schedules_bad_input(data, kwargs, message, monkeypatch):
     import lessons_lib.schedules as schedules
@@ -147,15 +147,15 @@ def test_train_with_plan_scopes(data):
     ([], ValueError, "plan must hold at least one"),
     ("cubic", TypeError, "plan must be a list of"),
     ({0: 0.5}, TypeError, "plan must be a list of"),
-    ([(0,)], TypeError, r"plan\[0\] must be an \(epoch, target\) pair"),
+    ([(0,)], TypeError, r"plan\[0\] must be an \(epoch, sparsity\) pair"),
     ([(0, 0.5), (0, 0.6)], ValueError, "plan prunes twice in epoch 0"),
     ([(0.5, 0.5)], TypeError, r"plan\[0\]'s epoch must be an int, got float 0.5"),
     ([(True, 0.5)], TypeError, r"plan\[0\]'s epoch must be an int"),
     ([(-1, 0.5)], ValueError, r"plan epochs must be in \[0, 4\)"),
-    ([(0, 0.5), (1, 2.0)], ValueError, r"plan\[1\]'s target must be a fraction in \[0, 1\], got 2.0"),
-    ([(0, 0.5), (1, math.nan)], ValueError, r"plan\[1\]'s target must be a fraction"),
-    ([(0, 0.5), (1, 1)], ValueError, r"plan\[1\]'s target=1 is ambiguous"),
-    ([(2, 0.5), (1, 0.8)], ValueError, "plan targets must not decrease"),
+    ([(0, 0.5), (1, 2.0)], ValueError, r"plan\[1\]'s sparsity must be a fraction in \[0, 1\], got 2.0"),
+    ([(0, 0.5), (1, math.nan)], ValueError, r"plan\[1\]'s sparsity must be a fraction"),
+    ([(0, 0.5), (1, 1)], ValueError, r"plan\[1\]'s sparsity=1 is ambiguous"),
+    ([(2, 0.5), (1, 0.8)], ValueError, "plan sparsities must not decrease"),
 ])
 def test_check_plan_refuses_bad_plans(plan, error, message):
     from lessons_lib.schedules import check_plan
@@ -180,8 +180,8 @@ def test_the_lessons_plans_are_valid_plans(epochs, data):
 
 
 @pytest.mark.parametrize(("plan", "message"), [
-    ([(0, 0.5), (1, 2.0)], r"plan\[1\]'s target must be a fraction"),      # bad target late in the plan
-    ([(0, 0.5), (1, "0.9")], r"plan\[1\]'s target must be a fraction"),
+    ([(0, 0.5), (1, 2.0)], r"plan\[1\]'s sparsity must be a fraction"),      # bad target late in the plan
+    ([(0, 0.5), (1, "0.9")], r"plan\[1\]'s sparsity must be a fraction"),
     ([(0, 0.0), (2, 0.0)], "plan never prunes"),
     ([(0, 0.5), (0, 0.9)], "plan prunes twice in epoch 0"),
 ])
@@ -199,12 +199,12 @@ def test_train_with_plan_checks_the_whole_plan_before_training(data, plan, messa
 
 def test_train_with_plan_refuses_a_first_target_below_the_models_sparsity(data, monkeypatch):
     import lessons_lib.schedules as schedules
-    from lessons_lib.pruning import prune_global_to
+    from lessons_lib.pruning import prune_global
 
     model = MLP()
-    prune_global_to(model, 0.8)
+    prune_global(model, 0.8)
     monkeypatch.setattr(schedules, "train", lambda *a, **k: pytest.fail("trained before checking the plan"))
-    with pytest.raises(ValueError, match="plan's first target 0.5 is below the model's current global sparsity 0.8"):
+    with pytest.raises(ValueError, match="plan's first sparsity 0.5 is below the model's current global sparsity 0.8"):
         train_with_plan(model, data, [(0, 0.5), (1, 0.9)], epochs=3, progress=False)
     with pytest.raises(ValueError, match=r"lr must be a finite number, got inf"):
         train_with_plan(model, data, [(0, 0.9)], epochs=3, lr=math.inf, progress=False)
@@ -218,11 +218,11 @@ def test_train_with_plan_refuses_a_first_target_below_the_models_sparsity(data, 
     (lambda: cubic_sparsity(3, 0.9, math.nan, 10), ValueError, "start must be a finite number, got nan"),
     (lambda: cubic_sparsity("3", 0.9, 0, 10), TypeError, "step must be a number, got str"),
     (lambda: cubic_sparsity(3, 0.9, 10, 5), ValueError, "end must be greater than start"),
-    (lambda: cubic_sparsity(3, 0.5, 0, 10, initial=0.8), ValueError, "initial must be <= final"),
-    (lambda: compare_schedules(None, seeds="01", targets=[0.5]), TypeError, "seeds must be a list, got str"),
-    (lambda: compare_schedules(None, seeds=[0], targets="0.5"), TypeError, "targets must be a list, got str"),
-    (lambda: compare_schedules(None, seeds=[0.5], targets=[0.5]), TypeError, r"seeds\[0\] must be an int"),
-    (lambda: compare_schedules("data", seeds=[0], targets=[0.5]), TypeError, "data must be a lessons_lib.data.Split"),
+    (lambda: cubic_sparsity(3, 0.5, 0, 10, initial_sparsity=0.8), ValueError, "initial_sparsity must be <= final_sparsity"),
+    (lambda: compare_schedules(None, seeds="01", sparsities=[0.5]), TypeError, "seeds must be a list, got str"),
+    (lambda: compare_schedules(None, seeds=[0], sparsities="0.5"), TypeError, "sparsities must be a list, got str"),
+    (lambda: compare_schedules(None, seeds=[0.5], sparsities=[0.5]), TypeError, r"seeds\[0\] must be an int"),
+    (lambda: compare_schedules("data", seeds=[0], sparsities=[0.5]), TypeError, "data must be a lessons_lib.data.Split"),
 ])
 def test_schedule_inputs_that_used_to_pass_silently(call, error, message):
     with pytest.raises(error, match=message):

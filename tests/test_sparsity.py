@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn.utils import prune
 
+import lessons_lib.pruning as pr
 import lessons_lib.sparsity as sp
 
 
@@ -31,24 +32,12 @@ def test_magnitude_mask_equals_prune_for_fractions(shape, fraction, seed):
     assert int((~ours).sum()) == round(fraction * weight.numel())
 
 
-@settings(max_examples=40, deadline=None)
-@given(shape=shapes, data=st.data())
-def test_magnitude_mask_equals_prune_for_counts(shape, data):
-    weight = torch.randn(shape, dtype=torch.float64)  # distinct magnitudes, so the mask is unique
-    count = data.draw(st.integers(0, weight.numel()).filter(lambda c: c != 1))   # 1 is refused as ambiguous
-    module = _module_with(weight)
-    prune.l1_unstructured(module, "weight", amount=count)
-    ours = sp.magnitude_mask(weight, count)
-    assert torch.equal(ours, module.weight_mask.bool())
-    assert int((~ours).sum()) == count
-
-
 def test_ties_prune_exact_count_earliest_first():
     tied = torch.tensor([0.1, 0.2, -0.2, 0.2, 0.5, 0.9])
     mask = sp.magnitude_mask(tied, 0.5)
     assert mask.tolist() == [False, False, False, True, True, True]
     all_equal = torch.full((4, 5), 0.3)
-    mask = sp.magnitude_mask(all_equal, 7)
+    mask = sp.magnitude_mask(all_equal, 0.35)
     assert int((~mask).sum()) == 7
     assert not mask.flatten()[:7].any() and mask.flatten()[7:].all()
 
@@ -73,25 +62,25 @@ def test_random_mask_exact_count_and_repeatable():
 
 @pytest.mark.parametrize("fn", [sp.magnitude_mask, sp.random_mask])
 @pytest.mark.parametrize(
-    ("amount", "error", "message"),
+    ("sparsity", "error", "message"),
     [
-        (1.3, ValueError, "amount as a fraction must be in [0, 1], got 1.3"),
-        (-0.1, ValueError, "amount as a fraction must be in [0, 1], got -0.1"),
-        (-1, ValueError, "amount as a count must be in [0, 20] (the number of entries), got -1"),
-        (21, ValueError, "amount as a count must be in [0, 20] (the number of entries), got 21"),
-        (True, TypeError, "amount must be a float fraction in [0, 1] or an int count, got bool True"),
-        ("half", TypeError, "amount must be a float fraction in [0, 1] or an int count, got str 'half'"),
+        (1.3, ValueError, "sparsity must be a fraction in [0, 1], got 1.3"),
+        (-0.1, ValueError, "sparsity must be a fraction in [0, 1], got -0.1"),
+        (-1, ValueError, "sparsity must be a fraction in [0, 1], got -1"),
+        (7, ValueError, "sparsity must be a fraction in [0, 1], got 7"),          # no counts any more
+        (True, TypeError, "sparsity must be a fraction in [0, 1] (a float), got bool True"),
+        ("half", TypeError, "sparsity must be a fraction in [0, 1] (a float), got str 'half'"),
     ],
 )
-def test_bad_amount_is_named(fn, amount, error, message):
+def test_bad_sparsity_is_named(fn, sparsity, error, message):
     with pytest.raises(error) as info:
-        fn(torch.randn(4, 5), amount)
+        fn(torch.randn(4, 5), sparsity)
     assert str(info.value) == message
 
 
-@pytest.mark.parametrize("fn", [sp.magnitude_mask, sp.random_mask, sp.sparsity])
+@pytest.mark.parametrize("fn", [sp.magnitude_mask, sp.random_mask, sp.tensor_sparsity])
 def test_bad_tensor_is_named(fn):
-    args = (0.5,) if fn is not sp.sparsity else ()
+    args = (0.5,) if fn is not sp.tensor_sparsity else ()
     with pytest.raises(TypeError, match=r"must be a torch.Tensor, got list"):
         fn([1.0, 2.0], *args)
     with pytest.raises(ValueError, match=r"must have at least one element, got shape \(0,\)"):
@@ -99,8 +88,8 @@ def test_bad_tensor_is_named(fn):
 
 
 def test_sparsity_counts_exact_zeros():
-    assert sp.sparsity(torch.tensor([0.0, 1.0, 0.0, -0.0])) == 0.75
-    assert sp.sparsity(torch.ones(3, 3)) == 0.0
+    assert sp.tensor_sparsity(torch.tensor([0.0, 1.0, 0.0, -0.0])) == 0.75
+    assert sp.tensor_sparsity(torch.ones(3, 3)) == 0.0
 
 
 def test_unpruned_weight_before_during_after(layer):
@@ -109,7 +98,7 @@ def test_unpruned_weight_before_during_after(layer):
     prune.l1_unstructured(layer, "weight", amount=0.5)
     assert torch.equal(sp.unpruned_weight(layer), original)      # weight_orig, not the masked one
     prune.remove(layer, "weight")
-    assert sp.sparsity(sp.unpruned_weight(layer)) == 0.5
+    assert sp.tensor_sparsity(sp.unpruned_weight(layer)) == 0.5
 
 
 def test_unpruned_weight_bad_name_and_no_weight(layer):
@@ -128,61 +117,76 @@ def _mlp() -> nn.Sequential:
 
 def test_report_before_during_after_pruning():
     model = _mlp()
-    rows = sp.sparsity_report(model)
+    rows = pr.sparsity_report(model)
     assert [r.layer for r in rows] == ["0", "2.0", "2.1"]
     assert [r.shape for r in rows] == [(6, 8), (4, 6), (2, 4)]
-    assert all(r.zeros == 0 for r in rows) and sp.model_sparsity(model) == 0.0
+    assert all(r.zeros == 0 for r in rows) and pr.model_sparsity(model) == 0.0
 
     prune.l1_unstructured(model[0], "weight", amount=0.5)
     prune.l1_unstructured(model[2][1], "weight", amount=1.0)
-    rows = sp.sparsity_report(model)
+    rows = pr.sparsity_report(model)
     assert [r.zeros for r in rows] == [24, 0, 8]
     assert rows[0].sparsity == 0.5 and rows[2].sparsity == 1.0
-    assert sp.model_sparsity(model) == pytest.approx(32 / 80)
+    assert pr.model_sparsity(model) == pytest.approx(32 / 80)
 
     prune.remove(model[0], "weight")
-    assert [r.zeros for r in sp.sparsity_report(model)] == [24, 0, 8]
+    assert [r.zeros for r in pr.sparsity_report(model)] == [24, 0, 8]
 
 
 def test_report_on_a_bare_layer_and_formatting(layer):
     prune.l1_unstructured(layer, "weight", amount=0.3)
-    rows = sp.sparsity_report(layer)
-    assert rows == [sp.LayerSparsity("Linear", (50, 100), 5000, 1500)]
-    text = sp.format_sparsity_report(rows)
+    rows = pr.sparsity_report(layer)
+    assert rows == [pr.LayerSparsity("Linear", (50, 100), 5000, 1500)]
+    text = pr.format_sparsity_report(rows)
     assert text.splitlines()[1].split() == ["Linear", "50x100", "5,000", "1,500", "30.0%"]
     assert text.splitlines()[-1].split() == ["total", "5,000", "1,500", "30.0%"]
 
 
 def test_report_errors():
-    with pytest.raises(ValueError, match="model has no module with a parameter named 'weight'"):
-        sp.sparsity_report(nn.Sequential(nn.ReLU()))
+    with pytest.raises(ValueError, match="model must contain at least one nn.Linear, found none in Sequential"):
+        pr.sparsity_report(nn.Sequential(nn.ReLU()))
     with pytest.raises(TypeError, match="model must be a torch.nn.Module, got dict"):
-        sp.model_sparsity({})
+        pr.model_sparsity({})
     with pytest.raises(ValueError, match="rows must hold at least one LayerSparsity"):
-        sp.format_sparsity_report([])
+        pr.format_sparsity_report([])
 
 
 def test_layers_with_no_weights_are_left_out_of_the_report():
     from lessons_lib.gpt import GPT, GPTConfig, allow_empty_layers
 
     model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[0, 2], ffn=[8, 0]))
-    rows = sp.sparsity_report(model)
+    rows = pr.sparsity_report(model)
     assert all(r.total > 0 for r in rows) and "blocks.0.attn.q" not in {r.layer for r in rows}
-    assert "total" in sp.format_sparsity_report(rows)
-    assert sp.LayerSparsity("empty", (0, 4), 0, 0).sparsity == 0.0           # was ZeroDivisionError
+    assert "total" in pr.format_sparsity_report(rows)
+    assert pr.LayerSparsity("empty", (0, 4), 0, 0).sparsity == 0.0           # was ZeroDivisionError
     with allow_empty_layers():
         empty = nn.Linear(4, 0)
-    with pytest.raises(ValueError, match="model has no module with a parameter named 'weight'"):
-        sp.sparsity_report(empty)
+    with pytest.raises(ValueError, match=r"model has no Linear layer with weights to report on \(Linear\)"):
+        pr.sparsity_report(empty)
+
+
+def test_model_sparsity_counts_what_pruning_considers():
+    """One definition of which weights count: on the GPT, its blocks' Linear layers only (not the
+    embeddings, LayerNorms or output head), for pruning and for reading the sparsity back."""
+    from lessons_lib.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 2], ffn=[8, 8]))
+    block_weights = sum(m.weight.numel() for m in model.prunable_layers().values())
+    assert block_weights == 2 * (4 * 16 * 8 + 2 * 16 * 8)         # q, k, v, out and fc1, fc2 per block
+    pr.prune_global(model, 0.5)
+    zeros = sum(int((m.weight == 0).sum()) for m in model.prunable_layers().values())
+    assert zeros == block_weights // 2 and pr.model_sparsity(model) == 0.5
+    assert int((model.head.weight == 0).sum()) == 0 and int((model.tok_emb.weight == 0).sum()) == 0
+    assert [r.layer for r in pr.sparsity_report(model)] == list(model.prunable_layers())
 
 
 def test_report_arguments_are_checked():
-    with pytest.raises(TypeError, match="name must be a str"):
-        sp.sparsity_report(nn.Linear(2, 2), 3)
+    with pytest.raises(TypeError, match="layers must"):
+        pr.sparsity_report(nn.Linear(2, 2), 3)
     with pytest.raises(TypeError, match=r"rows must hold LayerSparsity rows \(from sparsity_report\), got \['str'\]"):
-        sp.format_sparsity_report(["a", "b"])
+        pr.format_sparsity_report(["a", "b"])
     with pytest.raises(TypeError, match="rows must be a list of LayerSparsity"):
-        sp.format_sparsity_report({"a": 1})
+        pr.format_sparsity_report({"a": 1})
     with pytest.raises(ValueError, match="n and m must be ints with 0 < n < m, got n=True"):
         sp.n_m_mask(torch.randn(2, 4), True, 4)
     with pytest.raises(TypeError, match="generator must be a CPU torch.Generator or None"):

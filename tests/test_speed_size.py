@@ -61,7 +61,7 @@ def test_n_m_mask_pattern():
     mask = sp.n_m_mask(weight, 2, 4)
     assert mask.tolist() == [[False, True, True, False, True, False, True, False]]
     big = sp.n_m_mask(torch.randn(16, 32), 2, 4)
-    assert (big.reshape(16, 8, 4).sum(-1) == 2).all() and sp.sparsity(big.float()) == 0.5
+    assert (big.reshape(16, 8, 4).sum(-1) == 2).all() and sp.tensor_sparsity(big.float()) == 0.5
 
 
 @pytest.mark.parametrize(("shape", "n", "m", "message"), [
@@ -107,7 +107,7 @@ def test_latency_explorer_reads_measured_curves():
     assert readout.value == "at 50%: CSR 2.000 ms (0.5x) · slim 0.500 ms (2.0x)"
     slider.value = 1
     assert readout.value == "at 90%: CSR 0.500 ms (2.0x) · slim 0.100 ms (10.0x)"
-    with pytest.raises(ValueError, match="curves must give one time per entry of amounts"):
+    with pytest.raises(ValueError, match="curves must give one time per entry of sparsities"):
         latency_explorer([0.5], {"CSR": [1.0, 2.0]}, 1.0)
 
 
@@ -150,11 +150,11 @@ def test_benchmark_import_drops_only_the_no_cuda_message(monkeypatch, capsys):
             print("a real warning", file=sys.stderr)
             module.Timer = "fake"
 
-    real = measure._benchmark_module()            # imported for real first, so both are restored after
+    real = measure.benchmark_module()            # imported for real first, so both are restored after
     monkeypatch.delitem(sys.modules, "torch.utils.benchmark")
     monkeypatch.setattr(torch.utils, "benchmark", real)
     monkeypatch.setattr(sys, "meta_path", [NoisyBenchmark(), *sys.meta_path])
-    assert measure._benchmark_module().Timer == "fake"
+    assert measure.benchmark_module().Timer == "fake"
     err = capsys.readouterr().err
     assert "a real warning" in err and "No CUDA runtime" not in err
     assert logging.getLogger("torch.utils.cpp_extension").level == logging.NOTSET   # restored
@@ -174,14 +174,14 @@ def test_csr_bytes_only_for_integer_indices_and_empty_weights():
 
 
 @pytest.mark.parametrize(("args", "error", "message"), [
-    (([0.5, 0.9], {"CSR": [1.0]}, 1.0), ValueError, r"one time per entry of amounts \(2\): curves\['CSR'\]"),
+    (([0.5, 0.9], {"CSR": [1.0]}, 1.0), ValueError, r"one time per entry of sparsities \(2\): curves\['CSR'\]"),
     (([0.5], [[1.0]], 1.0), TypeError, "curves must be a dict mapping"),
     (([0.5], {}, 1.0), ValueError, "curves must hold at least one"),
     (([0.5], {"CSR": [0.0]}, 1.0), ValueError, r"curves\['CSR'\]\[0\] must be > 0"),
     (([0.5], {"CSR": [math.nan]}, 1.0), ValueError, r"curves\['CSR'\]\[0\] must be a finite number"),
     (([0.5], {"CSR": [1.0]}, 0), ValueError, "dense_ms must be > 0"),
-    (("0.5", {"CSR": [1.0]}, 1.0), ValueError, "amounts must be a non-empty list of fractions"),
-    (([1.5], {"CSR": [1.0]}, 1.0), ValueError, r"amounts\[0\] must be a fraction"),
+    (("0.5", {"CSR": [1.0]}, 1.0), ValueError, "sparsities must be a non-empty list of fractions"),
+    (([1.5], {"CSR": [1.0]}, 1.0), ValueError, r"sparsities\[0\] must be a fraction"),
 ])
 def test_latency_explorer_refuses_curves_it_cannot_show(args, error, message):
     from lessons_lib.widgets import latency_explorer

@@ -12,16 +12,13 @@ from torch import nn
 from torch.nn.utils import prune
 
 from lessons_lib.models import MLP
-from lessons_lib.structured import (
-    copy_linear,
-    importance_activation,
-    importance_l2,
-    importance_taylor,
-    keep_top,
-    max_output_difference,
-    slim_linear_pair,
-    slim_mlp,
-)
+from lessons_lib.slimming import keep_top, max_output_difference, slim_linear, slim_linear_pair
+from lessons_lib.structured import neuron_scores_activation, neuron_scores_l2, neuron_scores_taylor, slim_mlp
+
+
+def _named(keep: dict) -> dict:
+    """``{0: indices}`` (hidden-layer index) as slim_mlp's keys, ``{"layers.0": indices}``."""
+    return {f"layers.{i}": k for i, k in keep.items()}
 
 
 def _state(model: nn.Module) -> list:
@@ -116,12 +113,12 @@ def test_slim_mlp_equals_masked_model_from_dense_and_from_masked(name, dtype):
         assert (masked(x) - expected).abs().max() <= 1e-6              # the reference is the masked model
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     for source in (dense, masked):
-        slim = slim_mlp(source, keep, activation=torch.relu)
+        slim = slim_mlp(source, _named(keep), activation=torch.relu)
         assert max_output_difference(masked, slim, x) <= tolerance, (name, source is dense)
         assert [layer.out_features for layer in slim.layers[:-1]] == \
                [len(keep[i]) if i in keep else w for i, w in enumerate(sizes[1:-1])]
         assert all(p.dtype == dtype for p in slim.parameters())
-    assert max_output_difference(masked, slim_mlp(dense, keep), x) > 1e-3       # folding matters
+    assert max_output_difference(masked, slim_mlp(dense, _named(keep)), x) > 1e-3       # folding matters
 
 
 @st.composite
@@ -148,7 +145,7 @@ def test_slim_mlp_equals_masked_model_for_random_architectures(case):
         prune.custom_from_mask(masked.layers[i], "weight", _row_mask(masked.layers[i], torch.tensor(k)))
     x = torch.randn(16, sizes[0], dtype=torch.float64)
     for source in (dense, masked):
-        slim = slim_mlp(source, keep, activation=torch.relu)
+        slim = slim_mlp(source, _named(keep), activation=torch.relu)
         assert max_output_difference(masked, slim, x) <= 1e-10
         assert [layer.out_features for layer in slim.layers] == \
                [len(keep[i]) if i in keep else n for i, n in enumerate(sizes[1:])]
@@ -164,7 +161,7 @@ def test_fold_order_matters_for_consecutive_layers():
         masked.layers[0].weight[1::2] = 0
         masked.layers[1].weight[1::2] = 0
     x = torch.randn(100, 64)
-    assert max_output_difference(masked, slim_mlp(dense, keep, activation=torch.relu), x) <= 1e-5
+    assert max_output_difference(masked, slim_mlp(dense, _named(keep), activation=torch.relu), x) <= 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -206,7 +203,7 @@ def test_slim_equals_ln_structured_masked_model():
         keep[i] = layer.weight_mask[:, 0].nonzero().flatten()
     x = torch.randn(50, 20)
     for source in (model, masked):
-        assert max_output_difference(masked, slim_mlp(source, keep, activation=torch.relu), x) <= 1e-5
+        assert max_output_difference(masked, slim_mlp(source, _named(keep), activation=torch.relu), x) <= 1e-5
 
 
 def test_masked_weights_are_read_fresh_after_an_optimizer_step():
@@ -218,43 +215,43 @@ def test_masked_weights_are_read_fresh_after_an_optimizer_step():
     optimizer = torch.optim.SGD(masked.parameters(), lr=0.5)
     F.cross_entropy(masked(x), y).backward()
     optimizer.step()                                                   # no forward since
-    slim = slim_mlp(masked, keep, activation=torch.relu)
+    slim = slim_mlp(masked, _named(keep), activation=torch.relu)
     first = masked.layers[0]
-    assert torch.equal(copy_linear(first).weight, first.weight_orig * first.weight_mask)
+    assert torch.equal(slim_linear(first).weight, first.weight_orig * first.weight_mask)
     assert max_output_difference(masked, slim, x) <= 1e-5
 
 
 def test_slim_mlp_activation_must_be_relu():
     model = _mlp((6, 5, 3), None, torch.float32)
     for good in (torch.relu, F.relu, nn.ReLU(), None):
-        slim_mlp(model, {0: [0, 1]}, activation=good)
+        slim_mlp(model, _named({0: [0, 1]}), activation=good)
     for bad in (torch.tanh, F.gelu, nn.LeakyReLU(0.1), torch.sigmoid):
         with pytest.raises(ValueError, match="activation must compute ReLU"):
-            slim_mlp(model, {0: [0, 1]}, activation=bad)
+            slim_mlp(model, _named({0: [0, 1]}), activation=bad)
 
 
 # --- dtype, device, aliasing ---------------------------------------------------------------------
 
 def test_slimming_keeps_dtype_and_device():
     model = MLP((6, 5, 4, 3)).double()
-    slim = slim_mlp(model, {0: torch.tensor([0, 2]), 1: [1, 3]}, activation=torch.relu)
+    slim = slim_mlp(model, _named({0: torch.tensor([0, 2]), 1: [1, 3]}), activation=torch.relu)
     assert {p.dtype for p in slim.parameters()} == {torch.float64}
     assert {p.dtype for layer in slim_linear_pair(model.layers[0], model.layers[1], [1]) for p in layer.parameters()} \
         == {torch.float64}
-    assert copy_linear(model.layers[0]).weight.dtype == torch.float64
+    assert slim_linear(model.layers[0]).weight.dtype == torch.float64
     with torch.device("meta"):
         on_meta = MLP((6, 5, 4, 3))
-    slim = slim_mlp(on_meta, {0: [0, 2]}, activation=torch.relu)
+    slim = slim_mlp(on_meta, _named({0: [0, 2]}), activation=torch.relu)
     assert {p.device.type for p in slim.parameters()} == {"meta"}
-    assert not slim_mlp(model.eval(), {0: [0]}).training
+    assert not slim_mlp(model.eval(), _named({0: [0]})).training
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_slimming_on_cuda_stays_on_cuda():
     model = MLP((6, 5, 4, 3)).cuda()
-    slim = slim_mlp(model, {0: [0, 2], 1: torch.tensor([1, 3])}, activation=torch.relu)
+    slim = slim_mlp(model, _named({0: [0, 2], 1: torch.tensor([1, 3])}), activation=torch.relu)
     assert {p.device.type for p in slim.parameters()} == {"cuda"}
-    assert max_output_difference(model, slim_mlp(model, {}), torch.randn(4, 6, device="cuda")) == 0
+    assert max_output_difference(model, slim_mlp(model, _named({})), torch.randn(4, 6, device="cuda")) == 0
 
 
 def _storages(module: nn.Module) -> set[int]:
@@ -267,9 +264,9 @@ def test_slim_shares_nothing_and_fine_tuning_leaves_the_original(keep):
     model = _mlp((8, 12, 10, 4), None, torch.float32)
     prune.l1_unstructured(model.layers[2], "weight", amount=0.5)      # one masked layer too
     before = _state(model)
-    slim = slim_mlp(model, keep, activation=torch.relu)
+    slim = slim_mlp(model, _named(keep), activation=torch.relu)
     pair = slim_linear_pair(model.layers[0], model.layers[1], keep.get(0, list(range(12))), torch.relu)
-    copies = [slim, *pair, copy_linear(model.layers[0]), copy_linear(model.layers[2])]
+    copies = [slim, *pair, slim_linear(model.layers[0]), slim_linear(model.layers[2])]
     own = _storages(model) | {b.untyped_storage().data_ptr() for b in model.buffers()}
     assert all(not (_storages(c) & own) for c in copies)
     assert not {id(p) for c in copies for p in c.parameters()} & {id(p) for p in model.parameters()}
@@ -299,7 +296,7 @@ def test_slim_leaves_inputs_unchanged_and_no_activation_drops_neurons():
 def test_keep_order_permutes_neurons_without_changing_the_function():
     model = _mlp((6, 5, 3), None, torch.float32)
     x = torch.randn(8, 6)
-    assert max_output_difference(model, slim_mlp(model, {0: [4, 0, 2, 1, 3]}), x) <= 1e-6
+    assert max_output_difference(model, slim_mlp(model, _named({0: [4, 0, 2, 1, 3]})), x) <= 1e-6
 
 
 # --- scores --------------------------------------------------------------------------------------
@@ -311,9 +308,9 @@ def test_scores_shapes_and_meaning():
         model.layers[0].weight[2] = 0                       # neuron 2: zero weights
         model.layers[0].bias[2] = -1                        # ... and never active
     x, y = torch.randn(40, 8), torch.randint(0, 3, (40,))
-    for scores in (importance_l2(model), importance_activation(model, x), importance_taylor(model, x, y)):
-        assert [s.shape for s in scores] == [(6,), (4,)]
-        assert scores[0][2] == 0 and (scores[0] >= 0).all()
+    for scores in (neuron_scores_l2(model), neuron_scores_activation(model, x), neuron_scores_taylor(model, x, y)):
+        assert {name: s.shape for name, s in scores.items()} == {"layers.0": (6,), "layers.1": (4,)}
+        assert scores["layers.0"][2] == 0 and (scores["layers.0"] >= 0).all()
     assert all(p.grad is None for p in model.parameters())   # no gradients left behind
 
 
@@ -323,9 +320,9 @@ def test_taylor_leaves_existing_gradients_alone_and_works_under_no_grad():
     x, y = torch.randn(40, 8), torch.randint(0, 3, (40,))
     for p in model.parameters():
         p.grad = torch.ones_like(p)
-    expected = importance_taylor(model, x, y)
+    expected = neuron_scores_taylor(model, x, y)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(importance_taylor(model, x, y), expected, strict=True))
+        assert all(torch.equal(a, expected[name]) for name, a in neuron_scores_taylor(model, x, y).items())
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
 
 
@@ -333,26 +330,26 @@ def test_scores_of_a_masked_model_see_the_masks():
     model = MLP((8, 6, 3))
     prune.ln_structured(model.layers[0], "weight", amount=0.5, n=2, dim=0)
     removed = ~model.layers[0].weight_mask[:, 0].bool()
-    assert (importance_l2(model)[0][removed] == 0).all()
+    assert (neuron_scores_l2(model)["layers.0"][removed] == 0).all()
 
 
 def test_keep_top_order_ties_and_errors():
     assert keep_top(torch.tensor([0.1, 0.9, 0.5, 0.9]), 2).tolist() == [1, 3]
     assert keep_top(torch.tensor([1.0, 2.0, 2.0, 3.0]), 2).tolist() == [1, 3]
     assert keep_top(torch.tensor([3, 1, 2]), 2).tolist() == [0, 2]                     # int scores
-    with pytest.raises(ValueError, match=r"n_keep must be <= the number of neurons \(3\), got 4"):
+    with pytest.raises(ValueError, match=r"n_keep must be <= the number of units \(3\), got 4"):
         keep_top(torch.ones(3), 4)
-    with pytest.raises(ValueError, match="n_keep must be a positive int, got 0"):
-        keep_top(torch.ones(3), 0)
+    assert keep_top(torch.ones(3), 0).tolist() == [] and keep_top(torch.zeros(0), 0).tolist() == []   # a layer emptied
+    assert keep_top(torch.ones(5), 3).tolist() == [0, 1, 2]                          # all tied: the lowest indices
 
 
 def test_copy_linear_is_plain_and_masked():
     layer = nn.Linear(4, 3)
     prune.l1_unstructured(layer, "weight", amount=0.5)
-    copied = copy_linear(layer)
+    copied = slim_linear(layer)
     assert isinstance(copied.weight, nn.Parameter) and torch.equal(copied.weight, layer.weight)
     assert not prune.is_pruned(copied)
-    assert copy_linear(nn.Linear(4, 3, bias=False)).bias is None
+    assert slim_linear(nn.Linear(4, 3, bias=False)).bias is None
 
 
 # --- bad input: a clear error naming the argument, nothing changed -------------------------------
@@ -407,59 +404,59 @@ BAD = [
     (slim_mlp, (SWAPPED, {}), ValueError, "model.layers must be a ModuleList of nn.Linear layers"),
     (slim_mlp, (BROKEN_CHAIN, {}), ValueError, r"model.layers\[0\] has 6 outputs but layers\[1\] takes 5 inputs"),
     (slim_mlp, (HOOKED, {}), ValueError, "model has a forward hook on 'layers.1'"),
-    (slim_mlp, (_model(), [[0, 1]]), TypeError, "keep must be a dict mapping hidden-layer index"),
+    (slim_mlp, (_model(), [[0, 1]]), TypeError, "keep must be a dict mapping hidden-layer name"),
     (slim_mlp, (_model(), [(0, [0, 1])]), TypeError, "keep must be a dict"),
     (slim_mlp, (_model(), "0:1"), TypeError, "keep must be a dict"),
     (slim_mlp, (_model(), None), TypeError, "keep must be a dict"),
-    (slim_mlp, (_model(), {2: [0]}), ValueError, r"keep has key 2; expected a hidden-layer index in range\(2\)"),
+    (slim_mlp, (_model(), {"layers.2": [0]}), ValueError, r"keep has key 'layers.2'; expected a hidden-layer name, one of \['layers.0', 'layers.1'\]"),
     (slim_mlp, (_model(), {-1: [0]}), ValueError, "keep has key -1"),
     (slim_mlp, (_model(), {"0": [0]}), ValueError, "keep has key '0'"),
     (slim_mlp, (_model(), {0.0: [0]}), ValueError, "keep has key 0.0"),
     (slim_mlp, (_model(), {True: [0]}), ValueError, "keep has key True"),
-    (slim_mlp, (_model(), {0: [0.5, 1.7]}), TypeError, r"keep\[0\] must hold int indices, got 0.5"),
-    (slim_mlp, (_model(), {0: [0], 1: [4]}), ValueError, r"keep\[1\] must hold indices in \[0, 3\]"),
-    (slim_mlp, (_model(), {0: []}), ValueError, r"keep\[0\] must keep at least one index"),
-    (slim_mlp, (_model(), {0: torch.ones(6, dtype=torch.bool)}), TypeError, r"keep\[0\] must hold indices, got a bool"),
-    (slim_mlp, (_model(), {0: [2, 2]}), ValueError, r"keep\[0\] must not repeat an index"),
-    (slim_mlp, (_model(), {0: "01"}), TypeError, r"keep\[0\] must be a list or 1-D tensor"),
-    (slim_mlp, (_model(), {0: [0]}, "relu"), TypeError, "activation must be None or a callable"),
-    (slim_mlp, (_model(), {0: [0]}, [torch.relu]), TypeError, "activation must be None or a callable"),
-    (slim_mlp, (_model(), {0: [0]}, torch.tanh), ValueError, "activation must compute ReLU"),
+    (slim_mlp, (_model(), {"layers.0": [0.5, 1.7]}), TypeError, r"keep\['layers.0'\] must hold int indices, got 0.5"),
+    (slim_mlp, (_model(), {"layers.0": [0], "layers.1": [4]}), ValueError, r"keep\['layers.1'\] must hold indices in \[0, 3\]"),
+    (slim_mlp, (_model(), {"layers.0": []}), ValueError, r"keep\['layers.0'\] must keep at least one index"),
+    (slim_mlp, (_model(), {"layers.0": torch.ones(6, dtype=torch.bool)}), TypeError, r"keep\['layers.0'\] must hold indices, got a bool"),
+    (slim_mlp, (_model(), {"layers.0": [2, 2]}), ValueError, r"keep\['layers.0'\] must not repeat an index"),
+    (slim_mlp, (_model(), {"layers.0": "01"}), TypeError, r"keep\['layers.0'\] must be a list or 1-D tensor"),
+    (slim_mlp, (_model(), {"layers.0": [0]}, "relu"), TypeError, "activation must be None or a callable"),
+    (slim_mlp, (_model(), {"layers.0": [0]}, [torch.relu]), TypeError, "activation must be None or a callable"),
+    (slim_mlp, (_model(), {"layers.0": [0]}, torch.tanh), ValueError, "activation must compute ReLU"),
     # scores
-    (importance_l2, ([1, 2],), TypeError, "model must be a lessons_lib.models.MLP"),
-    (importance_l2, (SWAPPED,), ValueError, "model.layers must be a ModuleList of nn.Linear"),
-    (importance_activation, (_model(), X.numpy()), TypeError, r"x must be a torch.Tensor .*got ndarray"),
-    (importance_activation, (_model(), torch.randn(5, 7)), ValueError, r"x must have shape \(n, 8\) .* got \(5, 7\)"),
-    (importance_activation, (_model(), torch.randn(8)), ValueError, r"x must have shape \(n, 8\)"),
-    (importance_activation, (_model(), torch.randn(0, 8)), ValueError, r"x must have shape \(n, 8\) with n >= 1"),
-    (importance_activation, (_model(), X.double()), ValueError, "x must be torch.float32 .* got torch.float64"),
-    (importance_activation, (_model(), X.long()), ValueError, "x must be torch.float32 .* got torch.int64"),
-    (importance_activation, (nn.Linear(8, 3), X), TypeError, "model must be a lessons_lib.models.MLP"),
-    (importance_taylor, (_model(), X, Y[:4]), ValueError, r"y must have shape \(5,\)"),
-    (importance_taylor, (_model(), X, Y.float()), TypeError, "y must hold int class labels, got dtype torch.float32"),
-    (importance_taylor, (_model(), X, Y.bool()), TypeError, "y must hold int class labels, got dtype torch.bool"),
-    (importance_taylor, (_model(), X, torch.full((5,), 3)), ValueError, r"y must hold labels in \[0, 2\], got min 3"),
-    (importance_taylor, (_model(), X, torch.full((5,), -1)), ValueError, r"y must hold labels in \[0, 2\], got min -1"),
-    (importance_taylor, (_model(), X, Y[:, None]), ValueError, r"y must have shape \(5,\)"),
-    (importance_taylor, (_model(), X, Y.tolist()), TypeError, "y must be a torch.Tensor of class labels, got list"),
-    (importance_taylor, (_model(), "x", Y), TypeError, "x must be a torch.Tensor"),
+    (neuron_scores_l2, ([1, 2],), TypeError, "model must be a lessons_lib.models.MLP"),
+    (neuron_scores_l2, (SWAPPED,), ValueError, "model.layers must be a ModuleList of nn.Linear"),
+    (neuron_scores_activation, (_model(), X.numpy()), TypeError, r"x must be a torch.Tensor .*got ndarray"),
+    (neuron_scores_activation, (_model(), torch.randn(5, 7)), ValueError, r"x must have shape \(n, 8\) .* got \(5, 7\)"),
+    (neuron_scores_activation, (_model(), torch.randn(8)), ValueError, r"x must have shape \(n, 8\)"),
+    (neuron_scores_activation, (_model(), torch.randn(0, 8)), ValueError, r"x must have shape \(n, 8\) with n >= 1"),
+    (neuron_scores_activation, (_model(), X.double()), ValueError, "x must be torch.float32 .* got torch.float64"),
+    (neuron_scores_activation, (_model(), X.long()), ValueError, "x must be torch.float32 .* got torch.int64"),
+    (neuron_scores_activation, (nn.Linear(8, 3), X), TypeError, "model must be a lessons_lib.models.MLP"),
+    (neuron_scores_taylor, (_model(), X, Y[:4]), ValueError, r"y must have shape \(5,\)"),
+    (neuron_scores_taylor, (_model(), X, Y.float()), TypeError, "y must hold int class labels, got dtype torch.float32"),
+    (neuron_scores_taylor, (_model(), X, Y.bool()), TypeError, "y must hold int class labels, got dtype torch.bool"),
+    (neuron_scores_taylor, (_model(), X, torch.full((5,), 3)), ValueError, r"y must hold labels in \[0, 2\], got min 3"),
+    (neuron_scores_taylor, (_model(), X, torch.full((5,), -1)), ValueError, r"y must hold labels in \[0, 2\], got min -1"),
+    (neuron_scores_taylor, (_model(), X, Y[:, None]), ValueError, r"y must have shape \(5,\)"),
+    (neuron_scores_taylor, (_model(), X, Y.tolist()), TypeError, "y must be a torch.Tensor of class labels, got list"),
+    (neuron_scores_taylor, (_model(), "x", Y), TypeError, "x must be a torch.Tensor"),
     (keep_top, ([0.1, 0.9], 1), TypeError, "scores must be a 1-D torch.Tensor of scores, got list"),
     (keep_top, (torch.ones(2, 2), 1), ValueError, r"scores must be 1-D with one score per unit, got shape \(2, 2\)"),
-    (keep_top, (torch.ones(0), 1), ValueError, r"scores must be 1-D with one score per unit, got shape \(0,\)"),
+    (keep_top, (torch.ones(0), 1), ValueError, r"n_keep must be <= the number of units \(0\), got 1"),
     (keep_top, (torch.tensor([1.0, float("nan"), 2.0]), 1), ValueError, r"scores holds NaN \(index 1\)"),
     (keep_top, (torch.tensor([True, False]), 1), TypeError, "scores must hold real scores, got dtype torch.bool"),
-    (keep_top, (torch.ones(3), True), ValueError, "n_keep must be a positive int, got True"),
-    (keep_top, (torch.ones(3), 1.5), ValueError, "n_keep must be a positive int, got 1.5"),
-    (keep_top, (torch.ones(3), -2), ValueError, "n_keep must be a positive int, got -2"),
-    (keep_top, (torch.ones(3), "2"), ValueError, "n_keep must be a positive int, got '2'"),
-    # copy_linear, max_output_difference
-    (copy_linear, (nn.Conv2d(1, 1, 1),), TypeError, "layer must be a torch.nn.Linear, got Conv2d"),
-    (copy_linear, (None,), TypeError, "layer must be a torch.nn.Linear, got NoneType"),
+    (keep_top, (torch.ones(3), True), TypeError, "n_keep must be an int, got bool True"),
+    (keep_top, (torch.ones(3), 1.5), TypeError, "n_keep must be an int, got float 1.5"),
+    (keep_top, (torch.ones(3), -2), ValueError, "n_keep must be an int >= 0, got -2"),
+    (keep_top, (torch.ones(3), "2"), TypeError, "n_keep must be an int, got str '2'"),
+    # slim_linear, max_output_difference
+    (slim_linear, (nn.Conv2d(1, 1, 1),), TypeError, "layer must be a torch.nn.Linear, got Conv2d"),
+    (slim_linear, (None,), TypeError, "layer must be a torch.nn.Linear, got NoneType"),
     (max_output_difference, ("a", _model(), X), TypeError, "model_a must be a torch.nn.Module, got str"),
     (max_output_difference, (_model(), None, X), TypeError, "model_b must be a torch.nn.Module, got NoneType"),
     (max_output_difference, (_model(), _model(), X.tolist()), TypeError, "x must be a torch.Tensor, got list"),
     (max_output_difference, (_model(), _model(), torch.zeros(0, 8)), ValueError, "x must have at least one element"),
-    (max_output_difference, (_model(), _model(), torch.randn(5, 7)), ValueError, r"x must have shape \(n, 8\)"),
+    (max_output_difference, (_model(), _model(), torch.randn(5, 7)), ValueError, r"x \(shape \(5, 7\), torch.float32\) does not fit model_a"),
     (max_output_difference, (nn.Linear(8, 3), nn.Linear(8, 3), X.long()), ValueError,
      "x .* does not fit model_a"),
     (max_output_difference, (nn.Linear(8, 3), nn.Linear(8, 4), X), ValueError,

@@ -7,24 +7,25 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from lessons_lib.validate import amount_to_count, require_parameter, require_positive_int, require_tensor
+from lessons_lib.sparsity import magnitude_mask
+from lessons_lib.validate import require_fraction, require_parameter, require_positive_int, require_tensor
 
 
-@pytest.mark.parametrize(("amount", "n", "count"), [
-    (0.0, 10, 0), (1.0, 10, 10), (0.3, 10, 3), (0.25, 10, 2), (0.35, 10, 4),   # halves round to even
-    (0, 10, 0), (10, 10, 10), (3, 10, 3),
+@pytest.mark.parametrize(("sparsity", "n", "count"), [
+    (0.0, 10, 0), (1.0, 10, 10), (0.3, 10, 3), (0.25, 10, 2), (0.35, 10, 4), (0, 10, 0),   # halves to even
 ])
-def test_amount_to_count_follows_prune(amount, n, count):
-    assert amount_to_count(amount, n) == count
+def test_a_sparsity_zeroes_what_prune_zeroes(sparsity, n, count):
+    weight = torch.randn(n, dtype=torch.float64)
+    assert int((~magnitude_mask(weight, sparsity)).sum()) == count
     module = nn.Module()
-    module.weight = nn.Parameter(torch.randn(n, dtype=torch.float64))
-    prune.l1_unstructured(module, "weight", amount=amount)
+    module.weight = nn.Parameter(weight)
+    prune.l1_unstructured(module, "weight", amount=sparsity)
     assert int((module.weight_mask == 0).sum()) == count
 
 
-def test_amount_to_count_uses_the_argument_name():
-    with pytest.raises(ValueError, match=r"step as a fraction must be in \[0, 1\], got 2.0"):
-        amount_to_count(2.0, 5, name="step")
+def test_require_fraction_uses_the_argument_name():
+    with pytest.raises(ValueError, match=r"step must be a fraction in \[0, 1\], got 2.0"):
+        require_fraction(2.0, "step")
 
 
 def test_require_parameter_sees_pruned_weights():
@@ -48,7 +49,7 @@ def test_require_tensor_and_positive_int():
 
 def _amount_calls():
     """Every public call that takes an amount / sparsity / target, with the int 1 in its place."""
-    from lessons_lib import measure, pruning, schedules, sparsity, widgets
+    from lessons_lib import experiments, pruning, schedules, sparsity, widgets
     from lessons_lib.models import MLP
 
     weight = torch.randn(4, 5)
@@ -56,15 +57,14 @@ def _amount_calls():
         "magnitude_mask": lambda: sparsity.magnitude_mask(weight, 1),
         "random_mask": lambda: sparsity.random_mask(weight, 1),
         "prune_layerwise": lambda: pruning.prune_layerwise(MLP((4, 3, 2)), 1),
+        "prune_random": lambda: pruning.prune_random(MLP((4, 3, 2)), 1),
         "prune_global": lambda: pruning.prune_global(MLP((4, 3, 2)), 1),
         "prune_per_layer": lambda: pruning.prune_per_layer(MLP((4, 3, 2)), {"layers.0": 1}),
-        "prune_global_to": lambda: pruning.prune_global_to(MLP((4, 3, 2)), 1),
-        "prune_layerwise_to": lambda: pruning.prune_layerwise_to(MLP((4, 3, 2)), 1),
         "global_threshold": lambda: pruning.global_threshold([weight], 1),
-        "wanda_mask": lambda: pruning.wanda_mask(weight, None, 1),
-        "allocate_sparsity": lambda: pruning.allocate_sparsity({"a": [1.0, 0.5]}, [0, 0.5], {"a": 3}, 1),
-        "storage_bytes": lambda: measure.storage_bytes(MLP((4, 3, 2)), 1),
-        "error_vs_sparsity": lambda: measure.error_vs_sparsity(nn.Linear(5, 4), torch.randn(3, 5), [0.5, 1],
+        "wanda_mask": lambda: sparsity.wanda_mask(weight, None, 1),
+        "allocate_sparsity": lambda: experiments.allocate_sparsity({"a": [1.0, 0.5]}, [0, 0.5], {"a": 3}, 1),
+        "storage_bytes": lambda: experiments.storage_bytes(MLP((4, 3, 2)), 1),
+        "error_vs_sparsity": lambda: experiments.error_vs_sparsity(nn.Linear(5, 4), torch.randn(3, 5), [0.5, 1],
                                                                lambda w, a: torch.ones_like(w)),
         "one_shot_plan": lambda: schedules.one_shot_plan(1),
         "iterative_plan": lambda: schedules.iterative_plan(1, 10, 2),
@@ -79,21 +79,18 @@ def _amount_calls():
 def test_int_one_is_refused_everywhere_as_ambiguous(name):
     with pytest.raises(ValueError, match=r"=1 is ambiguous: .*write 1.0 to prune everything") as error:
         _amount_calls()[name]()
-    # only where counts are taken does the message offer one: elsewhere a count would be refused next
-    assert ("count >= 2" in str(error.value)) == (name in ("magnitude_mask", "random_mask"))
+    assert "count" not in str(error.value)                   # nothing in lessons_lib takes a count
 
 
-def test_amount_to_count_and_require_fraction_follow_the_convention():
+def test_require_fraction_follows_the_convention():
     import numpy as np
 
-    from lessons_lib.validate import require_fraction
-
-    assert amount_to_count(1.0, 7) == 7 and amount_to_count(0, 7) == 0 and amount_to_count(2, 7) == 2
-    assert amount_to_count(np.float32(0.5), 4) == 2 and require_fraction(np.float64(0.25), "a") == 0.25
+    assert int((~magnitude_mask(torch.randn(4), np.float32(0.5))).sum()) == 2
+    assert require_fraction(np.float64(0.25), "a") == 0.25
     assert require_fraction(0, "a") == 0.0 and require_fraction(1.0, "a") == 1.0
     for one in (1, np.int64(1)):
-        with pytest.raises(ValueError, match="amount=1 is ambiguous"):
-            amount_to_count(one, 7)
+        with pytest.raises(ValueError, match="sparsity=1 is ambiguous"):
+            magnitude_mask(torch.randn(7), one)
         with pytest.raises(ValueError, match="target=1 is ambiguous"):
             require_fraction(one, "target")
     for bad, error in ((math.nan, ValueError), (math.inf, ValueError), (2, ValueError), (True, TypeError),
@@ -103,18 +100,21 @@ def test_amount_to_count_and_require_fraction_follow_the_convention():
 
 
 def test_docstrings_state_the_convention():
-    from lessons_lib import measure, pruning, schedules, sparsity, widgets
+    import inspect
 
-    fractions = [pruning.prune_layerwise, pruning.prune_global, pruning.prune_per_layer, pruning.prune_global_to,
-                 pruning.prune_layerwise_to, pruning.global_threshold, pruning.allocate_sparsity,
-                 measure.storage_bytes, measure.error_vs_sparsity, measure.accuracy_vs_sparsity,
-                 measure.sensitivity_scan, schedules.one_shot_plan, schedules.iterative_plan,
-                 schedules.cubic_plan, schedules.cubic_sparsity, pruning.wanda_mask, widgets.sparsity_explorer,
-                 widgets.layer_sparsity_explorer, widgets.latency_explorer]
+    from lessons_lib import experiments, pruning, schedules, sparsity, widgets
+
+    fractions = [pruning.prune_layerwise, pruning.prune_random, pruning.prune_global, pruning.prune_per_layer,
+                 pruning.global_threshold, experiments.allocate_sparsity,
+                 experiments.storage_bytes, experiments.error_vs_sparsity, experiments.accuracy_vs_sparsity,
+                 experiments.sensitivity_scan, schedules.one_shot_plan, schedules.iterative_plan,
+                 schedules.cubic_plan, schedules.cubic_sparsity, sparsity.wanda_mask, sparsity.magnitude_mask,
+                 sparsity.random_mask, widgets.sparsity_explorer, widgets.layer_sparsity_explorer,
+                 widgets.latency_explorer]
     for fn in fractions:
         assert "fraction" in fn.__doc__ and "[0, 1]" in fn.__doc__, fn.__name__
-    for fn in (sparsity.magnitude_mask, sparsity.random_mask, amount_to_count):
-        assert "count" in fn.__doc__ and "1.0" in fn.__doc__ and "int 1" in fn.__doc__.replace("\n", " "), fn.__name__
+        # the vocabulary: no function of ours takes an `amount` or a `target` (torch's prune does)
+        assert not {"amount", "amounts", "target", "targets"} & set(inspect.signature(fn).parameters), fn.__name__
 
 
 def test_require_mask_refuses_what_would_scale_or_misplace_weights():
@@ -167,7 +167,7 @@ def test_ranges_and_numpy_arrays_are_accepted_where_a_list_is() -> None:
     import numpy as np
 
     from lessons_lib.data import digits_split
-    from lessons_lib.measure import accuracy_vs_sparsity
+    from lessons_lib.experiments import accuracy_vs_sparsity
     from lessons_lib.models import MLP
     from lessons_lib.pruning import prune_global
     from lessons_lib.schedules import compare_schedules

@@ -48,7 +48,7 @@ def test_explorer_bad_inputs(layer):
         sparsity_explorer(nn.Sequential(layer), torch.randn(4, 100))
     with pytest.raises(ValueError, match=r"x must have 100 features"):
         sparsity_explorer(layer, torch.randn(4, 10))
-    with pytest.raises(ValueError, match=r"amount must be a fraction in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"sparsity must be a fraction in \[0, 1\], got 1.5"):
         sparsity_explorer(layer, torch.randn(4, 100), amount=1.5)
 
 
@@ -106,9 +106,9 @@ def test_layer_sparsity_explorer_errors():
 
     model = MLP((8, 4, 2))
     x, y = torch.randn(5, 8), torch.randint(0, 2, (5,))
-    with pytest.raises(ValueError, match="amounts has a key 'fc'"):
+    with pytest.raises(ValueError, match="sparsities has a key 'fc'"):
         layer_sparsity_explorer(model, x, y, amounts={"fc": 0.5})
-    with pytest.raises(ValueError, match=r"amounts\['layers.0'\] must be a fraction"):
+    with pytest.raises(ValueError, match=r"sparsities\['layers.0'\] must be a fraction"):
         layer_sparsity_explorer(model, x, y, amounts={"layers.0": 2})
     prune.l1_unstructured(model.layers[0], "weight", amount=0.5)
     with pytest.raises(ValueError, match="model must not carry pruning masks"):
@@ -244,7 +244,8 @@ def test_mlp_explorers_return_to_their_start_and_leave_the_model_alone(layer):
 
 
 def test_gpt_explorers_return_to_their_start_and_leave_the_model_alone():
-    from lessons_lib.gpt import GPT, GPTConfig, prunable_layers
+    from lessons_lib.gpt import GPT, GPTConfig
+    from lessons_lib.pruning import prunable_layers
     from lessons_lib.pruning import input_norms
     from lessons_lib.tasks import addition_task
     from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
@@ -286,7 +287,7 @@ def test_explorers_check_their_data_once_up_front():
             explorer(model, torch.randn(20, 5), y)
         with pytest.raises(ValueError, match="x is torch.float64 on cpu but model's parameters are torch.float32"):
             explorer(model, x.double(), y)
-    with pytest.raises(TypeError, match="amounts must be a dict mapping"):
+    with pytest.raises(TypeError, match="sparsities must be a dict mapping"):
         layer_sparsity_explorer(model, x, y, amounts=[0.5])
 
 
@@ -309,7 +310,8 @@ def test_every_explorer_says_what_it_is_where_widgets_are_not_drawn(layer):
 def test_every_explorer_is_an_explorer_whose_plain_text_is_whole(layer):
     """Built for real (not only annotated): an Explorer, its children as given, plain text under ipywidgets' cut."""
     from lessons_lib import widgets as lw
-    from lessons_lib.gpt import GPT, GPTConfig, prunable_layers
+    from lessons_lib.gpt import GPT, GPTConfig
+    from lessons_lib.pruning import prunable_layers
     from lessons_lib.models import MLP
     from lessons_lib.pruning import input_norms
     from lessons_lib.tasks import addition_task
