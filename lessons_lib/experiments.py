@@ -36,7 +36,7 @@ def _check_sparsities(sparsities: object) -> list[float]:
 
 def error_vs_sparsity(layer: nn.Linear, x: torch.Tensor, sparsities: Sequence[float], mask_fn: MaskFn) -> list[float]:
     """:func:`measure.output_error` of ``layer`` on ``x`` ``(batch, in_features)`` for each
-    fraction in ``sparsities``.
+    fraction in ``sparsities`` (each in [0, 1]: the fraction of the weight zeroed).
 
     ``mask_fn(weight, sparsity)`` returns the mask, e.g. ``sparsity.magnitude_mask``. Every mask
     is computed from the unpruned weight, so nothing compounds.
@@ -50,7 +50,8 @@ def error_vs_sparsity(layer: nn.Linear, x: torch.Tensor, sparsities: Sequence[fl
 
 def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsities: Sequence[float],
                          prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
-    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``sparsities``, on ``x``
+    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``sparsities`` (each
+    in [0, 1]: the fraction of the weights zeroed), on ``x``
     ``(n, features)`` and labels ``y`` ``(n,)``.
 
     ``prune_fn(copy, sparsity)`` prunes the copy in place, e.g. ``pruning.prune_global``. A
@@ -71,7 +72,7 @@ def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                      sparsities: Sequence[float]) -> dict[str, list[float]]:
     """For each Linear layer alone, accuracy when only that layer is pruned by magnitude.
 
-    Returns layer name -> one accuracy per fraction in ``sparsities``. Use validation data: the
+    Returns layer name -> one accuracy per fraction in ``sparsities`` (each in [0, 1]). Use validation data: the
     result is meant for choosing per-layer sparsities (:func:`allocate_sparsity`).
     """
     layers = linear_layers(model)

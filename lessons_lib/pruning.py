@@ -234,7 +234,8 @@ def sparsity_report(model: nn.Module, layers: Mapping[str, nn.Linear] | None = N
     chosen = prunable_layers(model, layers)
     if not chosen:
         raise ValueError(f"model has no Linear layer with weights to report on ({type(model).__name__})")
-    return [LayerSparsity(name or type(layer).__name__, tuple(layer.weight.shape), layer.weight.numel(), int((layer.weight == 0).sum()))
+    return [LayerSparsity(name or type(layer).__name__, tuple(layer.weight.shape), layer.weight.numel(),
+                          int((layer.weight == 0).sum()))
             for name, layer in chosen.items()]
 
 

@@ -47,8 +47,8 @@ from lessons_lib.assignment import (
 )
 from lessons_lib.checks import ExerciseFailure, check_assignment
 from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint
-from lessons_lib.pruning import prunable_layers
 from lessons_lib.gpt_structured import slim_gpt
+from lessons_lib.pruning import prunable_layers
 from lessons_lib.tasks import addition_task
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -66,7 +66,8 @@ def fixed(value: float):
 
 def small(dense: GPT) -> GPT:
     """A slim model well within the budget (34,764 values), not fine-tuned."""
-    return slim_gpt(dense, {0: [0, 1], 1: [0, 1]}, {0: list(range(64)), 1: list(range(64))})
+    return slim_gpt(dense, {"blocks.0.attn": [0, 1], "blocks.1.attn": [0, 1]},
+                    {"blocks.0.fc1": list(range(64)), "blocks.1.fc1": list(range(64))})
 
 
 def refusal(prune_to_budget) -> str:
@@ -160,8 +161,9 @@ def test_every_tensor_a_model_holds_counts_once(dense):
 def test_parameter_costs_match_what_removal_saves(dense):
     costs = parameter_costs(dense.config)
     full = non_embedding_parameters(dense)
-    assert full - non_embedding_parameters(slim_gpt(dense, {0: [0, 1, 2]})) == costs["head"] == 4_144
-    assert full - non_embedding_parameters(slim_gpt(dense, keep_ffn={1: list(range(250))})) == 6 * costs["FFN neuron"]
+    assert full - non_embedding_parameters(slim_gpt(dense, {"blocks.0.attn": [0, 1, 2]})) == costs["head"] == 4_144
+    fewer_neurons = slim_gpt(dense, keep_ffn={"blocks.1.fc1": list(range(250))})
+    assert full - non_embedding_parameters(fewer_neurons) == 6 * costs["FFN neuron"]
 
 
 # --- held-out problems ----------------------------------------------------------------------------
@@ -229,7 +231,8 @@ def test_the_dense_model_earns_nothing(dense):
 
 
 def test_a_slim_model_within_budget_scores_per_criterion(dense):
-    slim = slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, {0: list(range(52)), 1: list(range(52))})
+    slim = slim_gpt(dense, {"blocks.0.attn": [0, 1, 2], "blocks.1.attn": [0, 1, 2]},
+                    {"blocks.0.fc1": list(range(52)), "blocks.1.fc1": list(range(52))})
     assert stored_values(slim) <= allowed_parameters(dense)
     problems = held_out_problems(500, seed=0)
     score = score_submission(slim, dense, *problems, speedup_fn=fixed(1.9))   # not fine-tuned: below the floor
@@ -309,7 +312,8 @@ def test_the_published_curve_is_printed_from_the_rules_and_in_the_teachers_guide
 
 
 def test_speedup_is_a_ratio_of_times(dense):
-    slim = slim_gpt(dense, {0: [0], 1: [0]}, {0: list(range(16)), 1: list(range(16))})
+    slim = slim_gpt(dense, {"blocks.0.attn": [0], "blocks.1.attn": [0]},
+                    {"blocks.0.fc1": list(range(16)), "blocks.1.fc1": list(range(16))})
     x = held_out_problems(256, seed=0)[0]
     assert assignment.speedup(dense, dense, x, rounds=1) == pytest.approx(1.0, rel=0.5)
     assert assignment.speedup(dense, slim, x, rounds=1) > 1.0
@@ -438,7 +442,8 @@ def _weights_as_buffers(model: GPT) -> GPT:
 def test_dense_weights_hidden_as_buffers_or_attributes_fill_the_budget(dense):
     problems = held_out_problems(200, seed=0)
     as_buffers = _weights_as_buffers(load_checkpoint())                  # the dense model, buffers for weights
-    over = _weights_as_buffers(slim_gpt(dense, keep_ffn={0: list(range(128)), 1: list(range(128))}))
+    over = _weights_as_buffers(slim_gpt(dense, keep_ffn={"blocks.0.fc1": list(range(128)),
+                                                         "blocks.1.fc1": list(range(128))}))
     beside = small(dense)
     beside.stash = [layer.weight.detach().clone() for layer in prunable_layers(dense).values()]
     for model in (as_buffers, over, beside):

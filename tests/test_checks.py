@@ -6,8 +6,8 @@ import torch
 from lessons_lib.checks import ExerciseFailure, check_count_zeros, check_magnitude_mask
 
 
-def _topk_solution(weight, amount):
-    k = round(amount * weight.numel())
+def _topk_solution(weight, sparsity):
+    k = round(sparsity * weight.numel())
     keep = torch.ones(weight.numel(), dtype=torch.bool)
     if k:
         keep[torch.topk(weight.abs().flatten(), k, largest=False).indices] = False
@@ -61,8 +61,8 @@ def test_a_wrong_answer_still_raises(checker):
 
 
 def test_crash_names_error_and_line():
-    def broken(weight, amount):
-        k = round(amount * weight.numel())
+    def broken(weight, sparsity):
+        k = round(sparsity * weight.numel())
         threshold = weight.abs().flatten().kthvalue(k).values   # fails for k = 0
         return weight.abs() > threshold
     message = _failure(check_magnitude_mask, broken)
@@ -86,8 +86,8 @@ def test_named_mistakes(fn, expected):
 
 
 def test_threshold_off_by_one_gets_a_hint():
-    def with_ge(weight, amount):
-        k = round(amount * weight.numel())
+    def with_ge(weight, sparsity):
+        k = round(sparsity * weight.numel())
         if k == 0:
             return torch.ones_like(weight, dtype=torch.bool)
         return weight.abs() >= weight.abs().flatten().kthvalue(k).values
@@ -97,16 +97,16 @@ def test_threshold_off_by_one_gets_a_hint():
 
 
 def test_amount_zero_gets_a_hint():
-    def prunes_one_at_zero(weight, amount):
-        return _topk_solution(weight, max(amount, 1 / weight.numel()))
+    def prunes_one_at_zero(weight, sparsity):
+        return _topk_solution(weight, max(sparsity, 1 / weight.numel()))
     message = _failure(check_magnitude_mask, prunes_one_at_zero)
-    assert "amount=0 must prune nothing" in message
+    assert "sparsity=0 must prune nothing" in message
 
 
 def test_wrong_entries_are_pointed_at():
-    def swaps_two(weight, amount):
-        mask = _topk_solution(weight, amount)
-        if 0 < amount < 1:
+    def swaps_two(weight, sparsity):
+        mask = _topk_solution(weight, sparsity)
+        if 0 < sparsity < 1:
             flat = mask.flatten()
             first_kept, first_pruned = int(flat.nonzero()[0]), int((~flat).nonzero()[0])
             flat[first_kept], flat[first_pruned] = False, True
@@ -177,7 +177,7 @@ def test_cubic_checker():
 
 def test_a_not_implemented_error_from_torch_is_a_crash_not_an_unfinished_stub():
     """Only a `raise` in the learner's own code means "not implemented yet"; torch's is a bug to fix."""
-    def sparse_kthvalue(weight, amount):
+    def sparse_kthvalue(weight, sparsity):
         return weight.abs() > weight.abs().flatten().to_sparse().kthvalue(1).values    # no sparse kthvalue
 
     message = _failure(check_magnitude_mask, sparse_kthvalue)
@@ -207,7 +207,7 @@ def test_a_partly_done_exercise_scores_zero_and_says_which_case(capsys):
     out = capsys.readouterr().out
     assert isinstance(result, NotDone) and repr(result) == "0"
     assert ("cubic_sparsity is not implemented yet: it raised NotImplementedError('after the end') for "
-            "cubic_sparsity(step=15, final=0.9, start=0, end=10).") in out
+            "cubic_sparsity(step=15, final_sparsity=0.9, start=0, end=10).") in out
 
     def helper():                               # a stub in the learner's own helper is theirs too
         raise NotImplementedError

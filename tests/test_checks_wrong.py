@@ -1,7 +1,7 @@
 """Every exercise checker against a set of plausible wrong solutions (each must be rejected with a
 message naming the mistake) and of right solutions in several styles (each must pass).
 
-The wrong solutions are the mistakes a learner makes: rounding amount * n the wrong way, a
+The wrong solutions are the mistakes a learner makes: rounding sparsity * n the wrong way, a
 threshold that prunes every tied magnitude, counting near-zeros, sharing the original layer's
 Parameters, forgetting a bias, and so on. The lessons' own solutions are read from the notebooks.
 """
@@ -95,8 +95,8 @@ def _with_count(rule):
 
 
 def _kth_threshold(strict):
-    def mask(weight, amount):
-        k = round(amount * weight.numel())
+    def mask(weight, sparsity):
+        k = round(sparsity * weight.numel())
         if k == 0:
             return torch.ones_like(weight, dtype=torch.bool)
         t = weight.abs().flatten().kthvalue(k).values
@@ -104,24 +104,24 @@ def _kth_threshold(strict):
     return mask
 
 
-def _per_row(weight, amount):
+def _per_row(weight, sparsity):
     rows = weight.reshape(weight.shape[0], -1) if weight.dim() > 1 else weight.reshape(1, -1)
     keep = torch.ones_like(rows, dtype=torch.bool)
-    k = round(amount * rows.shape[1])
+    k = round(sparsity * rows.shape[1])
     if k:
         keep.scatter_(1, rows.abs().topk(k, dim=1, largest=False).indices, False)
     return keep.view_as(weight)
 
 
-def _no_guard(weight, amount):
-    k = round(amount * weight.numel())
+def _no_guard(weight, sparsity):
+    k = round(sparsity * weight.numel())
     return weight.abs() > weight.abs().flatten().kthvalue(k).values
 
 
-def _random(weight, amount):
+def _random(weight, sparsity):
     keep = torch.ones(weight.numel(), dtype=torch.bool)
     order = torch.randperm(weight.numel(), generator=torch.Generator().manual_seed(0))
-    keep[order[:round(amount * weight.numel())]] = False
+    keep[order[:round(sparsity * weight.numel())]] = False
     return keep.view_as(weight)
 
 
@@ -132,13 +132,13 @@ MASK_WRONG = {
     "half-up": (_with_count(lambda x: math.floor(x + 0.5)), "round-half-up (int(x + 0.5))"),
     "kthvalue >=": (_kth_threshold(strict=False), "keep |w| > t (not >=)"),
     "kthvalue > (ties)": (_kth_threshold(strict=True), "so a threshold (|w| > t or |w| >= t) prunes all of them"),
-    "no k = 0 guard": (_no_guard, "amount=0 prunes nothing: handle k = 0 before calling kthvalue"),
+    "no k = 0 guard": (_no_guard, "sparsity=0 prunes nothing: handle k = 0 before calling kthvalue"),
     "float k": (lambda w, a: w.abs() > w.abs().flatten().kthvalue(a * w.numel()).values, "k must be an int"),
     "signed": (lambda w, a: _prune_k(w.clamp(min=0) + 1e-6 * (w > 0), round(a * w.numel())),
                "ranked weights by their signed value"),
     "inverted": (lambda w, a: ~_prune_k(w, round(a * w.numel())), "your mask is exactly inverted"),
     "keeps smallest": (lambda w, a: _prune_k(1 / w.abs(), round(a * w.numel())), "kept the SMALLEST-magnitude"),
-    "prunes one at 0": (lambda w, a: _prune_k(w, max(1, round(a * w.numel()))), "amount=0 must prune nothing"),
+    "prunes one at 0": (lambda w, a: _prune_k(w, max(1, round(a * w.numel()))), "sparsity=0 must prune nothing"),
     "per row": (_per_row, "every pruned |w| must be <= every kept |w|"),
     "random": (_random, "the right number of zeros, but your mask prunes weight"),
     "in place": (lambda w, a: _prune_k(w.abs_(), round(a * w.numel())), "changed the weight in place"),
@@ -146,20 +146,21 @@ MASK_WRONG = {
     "flat": (lambda w, a: _prune_k(w, round(a * w.numel())).flatten(), "a mask must match the weight entry for entry"),
     "numpy": (lambda w, a: _prune_k(w, round(a * w.numel())).numpy(), "expected a torch.Tensor mask, got a 2-d numpy"),
     "one parameter": (lambda w: w != 0, "the check calls magnitude_mask with 2 arguments"),
-    "amount kept": (lambda w, a: _prune_k(w, w.numel() - round(a * w.numel())), "you pruned 1 - amount of the weights"),
+    "sparsity kept": (lambda w, a: _prune_k(w, w.numel() - round(a * w.numel())),
+                      "you pruned 1 - sparsity of the weights"),
 }
 
 
-def _sort_solution(weight, amount):
-    k = round(amount * weight.numel())
+def _sort_solution(weight, sparsity):
+    k = round(sparsity * weight.numel())
     keep = torch.ones(weight.numel(), dtype=torch.bool)
     keep[weight.abs().flatten().argsort()[:k]] = False
     return keep.reshape(weight.shape)
 
 
-def _kthvalue_with_ties(weight, amount):
+def _kthvalue_with_ties(weight, sparsity):
     """A threshold that handles ties: prune everything below t, then just enough of the entries equal to t."""
-    scores, k = weight.abs().flatten(), round(amount * weight.numel())
+    scores, k = weight.abs().flatten(), round(sparsity * weight.numel())
     if k == 0:
         return torch.ones_like(weight, dtype=torch.bool)
     t = scores.kthvalue(k).values
@@ -169,8 +170,8 @@ def _kthvalue_with_ties(weight, amount):
     return keep.view_as(weight)
 
 
-def _numpy_solution(weight, amount):
-    k = int(np.round(amount * weight.numel()))          # numpy rounds halves to even, like round()
+def _numpy_solution(weight, sparsity):
+    k = int(np.round(sparsity * weight.numel()))          # numpy rounds halves to even, like round()
     order = np.argsort(np.abs(weight.numpy().ravel()), kind="stable")
     keep = np.ones(weight.numel(), dtype=bool)
     keep[order[:k]] = False
@@ -209,7 +210,7 @@ def test_magnitude_mask_messages_name_case_and_convention():
     assert "halves to the even neighbour (round(2.5) = 2, round(3.5) = 4)" in message
     assert message.startswith("weight [")                          # the case's values are shown
     message = _rejects(check_magnitude_mask, _no_guard, "magnitude_mask raised RuntimeError for weight [-0.8930149, ")
-    assert "0.37555096], amount=0.0: kthvalue()" in message        # the case, then torch's error ...
+    assert "0.37555096], sparsity=0.0: kthvalue()" in message        # the case, then torch's error ...
     assert "at line" in message and "of _no_guard: return weight.abs() > " in message   # ... and the learner's line
 
 
@@ -257,9 +258,9 @@ THRESHOLD_WRONG = {
     "quantile, nearest": (lambda ws, a: torch.quantile(_scores(ws), a, interpolation="nearest").item() if a else 0.0,
                           "off by one: you returned the (k+1)-th"),
     "unique": (_unique, "distinct magnitudes"),
-    "min at amount 0": (lambda ws, a: _kth(ws, max(1, round(a * _scores(ws).numel()))), "amount=0 prunes nothing"),
+    "min at sparsity 0": (lambda ws, a: _kth(ws, max(1, round(a * _scores(ws).numel()))), "sparsity=0 prunes nothing"),
     "no k = 0 guard": (lambda ws, a: _scores(ws).kthvalue(round(a * _scores(ws).numel())).values.item(),
-                       "amount=0 prunes nothing: handle k = 0 before calling kthvalue"),
+                       "sparsity=0 prunes nothing: handle k = 0 before calling kthvalue"),
     "no flatten": (lambda ws, a: torch.cat([w.abs() for w in ws]).kthvalue(1).values.item(),
                    "flatten each tensor before torch.cat"),
     "returns k": (lambda ws, a: round(a * _scores(ws).numel()), "you returned k = 90"),
@@ -381,7 +382,8 @@ def test_cubic_sparsity_accepts(name, capsys):
 
 def test_cubic_message_shows_every_digit():
     """The old message printed 'expected 0.9000, got 0.9000' for a float32 answer."""
-    message = _rejects(check_cubic_sparsity, _float16_cubic, "cubic_sparsity(step=10, final=0.9, start=0, end=10)")
+    message = _rejects(check_cubic_sparsity, _float16_cubic,
+                       "cubic_sparsity(step=10, final_sparsity=0.9, start=0, end=10)")
     assert "expected 0.9, got 0.89990234375" in message
 
 

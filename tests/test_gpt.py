@@ -153,7 +153,7 @@ def test_input_norms_and_wanda_mask():
     assert (mask.sum(dim=1) == 7).all()                                # exactly 3 pruned in every row
     with pytest.raises(ValueError, match=r"norms must have shape \(4,\)"):
         wanda_mask(weight, torch.ones(3), 0.5)
-    with pytest.raises(ValueError, match=r"amount must be a fraction in \[0, 1\], got 2"):
+    with pytest.raises(ValueError, match=r"sparsity must be a fraction in \[0, 1\], got 2"):
         wanda_mask(weight, None, 2)
 
 

@@ -19,6 +19,16 @@ from lessons_lib.slimming import keep_top
 from lessons_lib.tasks import answer_loss
 
 
+def _heads(keep):
+    """Layer index -> heads, as slim_gpt's keys: {"blocks.i.attn": heads}."""
+    return {f"blocks.{i}.attn": v for i, v in keep.items()}
+
+
+def _ffn(keep):
+    """Layer index -> FFN neurons, as slim_gpt's keys: {"blocks.i.fc1": neurons}."""
+    return {f"blocks.{i}.fc1": v for i, v in keep.items()}
+
+
 def _masked_reference(model, keep_heads, keep_ffn):
     """The same removal done with masks: head masks of 0 and zeroed fc1 rows + biases."""
     masked = copy.deepcopy(model)
@@ -43,7 +53,7 @@ def _masked_reference(model, keep_heads, keep_ffn):
 def test_slim_gpt_equals_masked_model(config, keep_heads, keep_ffn):
     torch.manual_seed(0)
     model = GPT(config).eval()
-    slim = slim_gpt(model, keep_heads, keep_ffn).eval()
+    slim = slim_gpt(model, _heads(keep_heads), _ffn(keep_ffn)).eval()
     masked, head_masks = _masked_reference(model, keep_heads, keep_ffn)
     x = torch.randint(0, 12, (16, 11))
     with torch.no_grad():
@@ -59,7 +69,7 @@ def test_slim_gpt_leaves_model_alone():
     torch.manual_seed(0)
     model = GPT(GPTConfig(block_size=11))
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    slim_gpt(model, {0: [1]}, {1: [3, 4]})
+    slim_gpt(model, {"blocks.0.attn": [1]}, {"blocks.1.fc1": [3, 4]})
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
@@ -69,28 +79,32 @@ def test_importance_scores_shapes_and_ablation_meaning():
     x, y = torch.randint(0, 12, (32, 11)), torch.randint(0, 10, (32, 4))
     for scores in (head_scores_gradient(model, x, y), head_scores_ablation(model, x, y),
                    head_scores_norm(model)):
-        assert [s.shape for s in scores] == [(3,), (2,)]
-    assert [s.shape for s in ffn_neuron_scores(model, x)] == [(16,), (8,)]
+        assert {k: s.shape for k, s in scores.items()} == {"blocks.0.attn": (3,), "blocks.1.attn": (2,)}
+    assert {k: s.shape for k, s in ffn_neuron_scores(model, x).items()} == {"blocks.0.fc1": (16,), "blocks.1.fc1": (8,)}
     with torch.no_grad():                                       # a head writing nothing back costs nothing
         model.blocks[0].attn.out.weight[:, 16:32] = 0
-    assert head_scores_ablation(model, x, y)[0][1].abs() < 1e-6
-    assert head_scores_norm(model)[0][1] == 0
+    assert head_scores_ablation(model, x, y)["blocks.0.attn"][1].abs() < 1e-6
+    assert head_scores_norm(model)["blocks.0.attn"][1] == 0
     assert not any(block.fc1._forward_hooks for block in model.blocks)
 
 
-def test_top_indices_and_prune_to():
-    assert top_indices(torch.tensor([0.1, 0.9, 0.5, 0.9]), 2) == [1, 3]
-    assert top_indices(torch.zeros(0), 0) == []
+def test_slim_gpt_to_keeps_the_top_scored_units():
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[3, 2], ffn=[16, 8], block_size=11)).eval()
     x, y = torch.randint(0, 12, (20, 11)), torch.randint(0, 10, (20, 4))
-    slim = prune_to(model, [2, 1], [8, 4], x, y, x)
+    slim = slim_gpt_to(model, {"blocks.0.attn": 2, "blocks.1.attn": 1}, {"blocks.0.fc1": 8, "blocks.1.fc1": 4},
+                       x, y, x)
     assert slim.config.heads == [2, 1] and slim.config.ffn == [8, 4]
     ablation, ffn_scores = head_scores_ablation(model, x, y), ffn_neuron_scores(model, x)
-    same = slim_gpt(model, {0: top_indices(ablation[0], 2), 1: top_indices(ablation[1], 1)},
-                    {0: top_indices(ffn_scores[0], 8), 1: top_indices(ffn_scores[1], 4)}).eval()
+    same = slim_gpt(model, _heads({0: keep_top(ablation["blocks.0.attn"], 2),
+                                   1: keep_top(ablation["blocks.1.attn"], 1)}),
+                    _ffn({0: keep_top(ffn_scores["blocks.0.fc1"], 8), 1: keep_top(ffn_scores["blocks.1.fc1"], 4)}))
     with torch.no_grad():
-        assert torch.equal(slim.eval()(x), same(x))
+        assert torch.equal(slim.eval()(x), same.eval()(x))
+    one_count = slim_gpt_to(model, 1, 4, x, y, x)                   # an int: the same count in every layer
+    assert one_count.config.heads == [1, 1] and one_count.config.ffn == [4, 4]
+    partial = slim_gpt_to(model, {"blocks.0.attn": 1}, {}, x, y, x)   # layers left out keep everything
+    assert partial.config.heads == [1, 2] and partial.config.ffn == [16, 8]
 
 
 def test_head_explorer_reacts_and_leaves_model_alone():
@@ -105,8 +119,8 @@ def test_head_explorer_reacts_and_leaves_model_alone():
     grid.children[0].children[1].value = False
     ffn_slider.value = 0.5
     assert "heads [1, 2] · FFN [8, 8]" in readout.value
-    slim = slim_gpt(model, {0: [0]}, {i: sorted(ffn_neuron_scores(model, x)[i].argsort(descending=True)[:8].tolist())
-                                      for i in range(2)})
+    scores = ffn_neuron_scores(model, x)
+    slim = slim_gpt(model, {"blocks.0.attn": [0]}, {name: keep_top(s, 8) for name, s in scores.items()})
     assert f"{sum(p.numel() for p in slim.parameters()):,} parameters" in readout.value
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
@@ -179,7 +193,7 @@ def test_slim_gpt_of_a_pruned_model_computes_the_masked_model():
         reference.blocks[1].fc1.weight_orig[dropped] = 0
         reference.blocks[1].fc1.bias[dropped] = 0
         head_masks = [torch.zeros(4).index_fill_(0, torch.tensor(keep_heads[i]), 1.0) for i in range(2)]
-        slim = slim_gpt(model, keep_heads, keep_ffn).eval()
+        slim = slim_gpt(model, _heads(keep_heads), _ffn(keep_ffn)).eval()
         assert (slim(x) - reference(x, head_masks)).abs().max() <= 1e-5
     assert not any(prune.is_pruned(m) for m in slim.modules() if m is not slim) and not prune.is_pruned(slim)
 
@@ -198,7 +212,7 @@ def test_slim_gpt_reads_masked_weights_fresh_after_an_optimizer_step():
 def test_slim_gpt_keeps_dtype_device_and_mode():
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11)).double().eval()
-    slim = slim_gpt(model, {0: [1]}, {1: [0, 5]})
+    slim = slim_gpt(model, {"blocks.0.attn": [1]}, {"blocks.1.fc1": [0, 5]})
     assert {p.dtype for p in slim.parameters()} == {torch.float64} and not slim.training
     x = torch.randint(0, 12, (4, 11))
     masked, head_masks = _masked_reference(model, {0: [1]}, {1: [0, 5]})
@@ -206,16 +220,17 @@ def test_slim_gpt_keeps_dtype_device_and_mode():
         assert (slim(x) - masked(x, [m.double() for m in head_masks])).abs().max() <= 1e-12
     with torch.device("meta"):
         on_meta = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8]))
-    assert {p.device.type for p in slim_gpt(on_meta, {0: [0]}, {1: [1, 2]}).parameters()} == {"meta"}
+    on_meta_slim = slim_gpt(on_meta, {"blocks.0.attn": [0]}, {"blocks.1.fc1": [1, 2]})
+    assert {p.device.type for p in on_meta_slim.parameters()} == {"meta"}
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_slim_gpt_on_cuda_stays_on_cuda():
     model = GPT(GPTConfig(heads=[2, 2], ffn=[8, 8], block_size=11)).cuda().eval()
-    slim = slim_gpt(model, {0: [1]}, {1: [0, 5]})
+    slim = slim_gpt(model, {"blocks.0.attn": [1]}, {"blocks.1.fc1": [0, 5]})
     assert {p.device.type for p in slim.parameters()} == {"cuda"}
     x = torch.randint(0, 12, (4, 11), device="cuda")
-    assert [s.device.type for s in head_scores_gradient(model, x, x[:, -4:])] == ["cuda", "cuda"]
+    assert [s.device.type for s in head_scores_gradient(model, x, x[:, -4:]).values()] == ["cuda", "cuda"]
 
 
 @pytest.mark.parametrize(("keep_heads", "keep_ffn"),
@@ -227,7 +242,7 @@ def test_slim_gpt_shares_nothing_and_fine_tuning_leaves_the_original(keep_heads,
     prune.l1_unstructured(model.head, "weight", amount=0.5)
     before = {k: (v.clone(), v.untyped_storage().data_ptr()) for k, v in model.state_dict().items()}
     ids = {id(p) for p in model.parameters()}
-    slim = slim_gpt(model, keep_heads, keep_ffn)
+    slim = slim_gpt(model, _heads(keep_heads), _ffn(keep_ffn))
     assert not {id(p) for p in slim.parameters()} & ids
     assert not {p.untyped_storage().data_ptr() for p in slim.parameters()} & {ptr for _, ptr in before.values()}
     x, y = torch.randint(0, 12, (8, 11)), torch.randint(0, 10, (8, 4))
@@ -241,27 +256,28 @@ def test_slim_gpt_shares_nothing_and_fine_tuning_leaves_the_original(keep_heads,
 
 # --- layers without heads or FFN neurons ---------------------------------------------------------
 
-def test_scores_and_prune_to_on_layers_without_heads_or_ffn():
+def test_scores_and_slim_gpt_to_on_layers_without_heads_or_ffn():
     torch.manual_seed(0)
     model = GPT(GPTConfig(heads=[0, 2], ffn=[6, 0], block_size=11)).eval()
     x, y = torch.randint(0, 12, (10, 11)), torch.randint(0, 10, (10, 4))
     for scores in (head_scores_gradient(model, x, y), head_scores_ablation(model, x, y),
                    head_scores_norm(model)):
-        assert [tuple(s.shape) for s in scores] == [(0,), (2,)]
-    assert [tuple(s.shape) for s in ffn_neuron_scores(model, x)] == [(6,), (0,)]
-    slim = prune_to(model, [0, 1], [3, 0], x, y, x)
+        assert [tuple(s.shape) for s in scores.values()] == [(0,), (2,)]
+    assert [tuple(s.shape) for s in ffn_neuron_scores(model, x).values()] == [(6,), (0,)]
+    slim = slim_gpt_to(model, {"blocks.1.attn": 1}, {"blocks.0.fc1": 3}, x, y, x)
     assert slim.config.heads == [0, 1] and slim.config.ffn == [3, 0]
-    nothing = slim_gpt(model, {1: []}, {0: []})
+    nothing = slim_gpt(model, {"blocks.1.attn": []}, {"blocks.0.fc1": []})
     assert nothing.config.heads == [0, 0] and nothing.config.ffn == [0, 0]
     for scores in (head_scores_gradient(nothing, x, y), head_scores_ablation(nothing, x, y),
                    head_scores_norm(nothing), ffn_neuron_scores(nothing, x)):
-        assert [tuple(s.shape) for s in scores] == [(0,), (0,)]
+        assert [tuple(s.shape) for s in scores.values()] == [(0,), (0,)]
     for p in nothing.parameters():
         p.requires_grad_(False)                                # no heads and nothing to train: zeros
-    assert [s.tolist() for s in head_scores_gradient(nothing, x, y)] == [[], []]
-    assert prune_to(nothing, [0, 0], [0, 0], x, y, x).config.heads == [0, 0]
-    with pytest.raises(ValueError, match=r"heads\[1\] must be in \[0, 0\] \(what layer 1 has\), got 1"):
-        prune_to(nothing, [0, 1], [0, 0], x, y, x)
+    assert [s.tolist() for s in head_scores_gradient(nothing, x, y).values()] == [[], []]
+    assert slim_gpt_to(nothing, 0, 0, x, y, x).config.heads == [0, 0]
+    with pytest.raises(ValueError,
+                       match=r"n_keep_heads\['blocks.1.attn'\] must be in \[0, 0\] \(what that layer has\), got 1"):
+        slim_gpt_to(nothing, {"blocks.1.attn": 1}, 0, x, y, x)
 
 
 def test_head_gradient_leaves_parameter_gradients_alone():
@@ -272,7 +288,7 @@ def test_head_gradient_leaves_parameter_gradients_alone():
         p.grad = torch.ones_like(p)
     with torch.no_grad():
         scores = head_scores_gradient(model, x, y)
-    assert all(s.shape == (2,) and (s > 0).all() for s in scores)
+    assert all(s.shape == (2,) and (s > 0).all() for s in scores.values())
     assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
 
 
@@ -306,29 +322,42 @@ BAD_GPT = [
     (slim_gpt, (LIED_CONFIG,), ValueError, r"model does not match model.config: blocks.0.attn.q.weight should"),
     (slim_gpt, (BAD_CONFIG,), ValueError, "model.config does not describe a GPT"),
     (slim_gpt, (SWAPPED_GPT,), ValueError, r"blocks.1.fc1.weight should have shape \(6, 16\), got \(7, 16\)"),
-    # slim_gpt: keep_heads / keep_ffn
-    (slim_gpt, (_gpt(), [[0], [1]]), TypeError, "keep_heads must be a dict mapping layer index"),
+    # slim_gpt: keep_heads / keep_ffn (layer name -> indices)
+    (slim_gpt, (_gpt(), [[0], [1]]), TypeError, "keep_heads must be a dict mapping layer name to the indices"),
     (slim_gpt, (_gpt(), [(0, [1])]), TypeError, "keep_heads must be a dict"),
     (slim_gpt, (_gpt(), "0:1"), TypeError, "keep_heads must be a dict"),
     (slim_gpt, (_gpt(), 3), TypeError, "keep_heads must be a dict"),
-    (slim_gpt, (_gpt(), {0: [0.5, 1.7]}), TypeError, r"keep_heads\[0\] must hold int indices, got 0.5"),
-    (slim_gpt, (_gpt(), {0: torch.tensor([0.0, 1.0])}), TypeError, r"keep_heads\[0\] must hold int indices, got"),
-    (slim_gpt, (_gpt(), {0: [2]}), ValueError, r"keep_heads\[0\] must hold indices in \[0, 1\], got min 2"),
-    (slim_gpt, (_gpt(), {0: [1, 1]}), ValueError, r"keep_heads\[0\] must not repeat an index"),
-    (slim_gpt, (_gpt(), {0: [-1]}), ValueError, r"keep_heads\[0\] must hold indices in \[0, 1\], got min -1"),
-    (slim_gpt, (_gpt(), {5: [0]}), ValueError, r"keep_heads has layer 5; expected a layer index in range\(2\)"),
-    (slim_gpt, (_gpt(), {"0": [0]}), ValueError, "keep_heads has layer '0'"),
-    (slim_gpt, (_gpt(), {True: [0]}), ValueError, "keep_heads has layer True"),
-    (slim_gpt, (_gpt(), {0: "01"}), TypeError, r"keep_heads\[0\] must be a list or 1-D tensor"),
-    (slim_gpt, (_gpt(), {0: 1}), TypeError, r"keep_heads\[0\] must be a list or 1-D tensor .*got int"),
-    (slim_gpt, (_gpt(), {0: torch.tensor([True, False])}), TypeError, r"keep_heads\[0\] must hold indices, got a bool"),
-    (slim_gpt, (_gpt(), {0: [True]}), TypeError, r"keep_heads\[0\] must hold int indices, got True"),
-    (slim_gpt, (_gpt(), None, {0: [0.5]}), TypeError, r"keep_ffn\[0\] must hold int indices"),
-    (slim_gpt, (_gpt(), None, {0: [8]}), ValueError, r"keep_ffn\[0\] must hold indices in \[0, 7\]"),
-    (slim_gpt, (_gpt(), None, {1: [0, 0]}), ValueError, r"keep_ffn\[1\] must not repeat"),
-    (slim_gpt, (_gpt(), None, {2: [0]}), ValueError, "keep_ffn has layer 2"),
-    (slim_gpt, (_gpt(), None, {0: [[0, 1]]}), TypeError, r"keep_ffn\[0\] must hold int indices, got \[0, 1\]"),
-    (slim_gpt, (_gpt(), None, {0: torch.tensor([[0, 1]])}), ValueError, r"keep_ffn\[0\] must be 1-D"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": [0.5, 1.7]}), TypeError,
+     r"keep_heads\['blocks.0.attn'\] must hold int indices, got 0.5"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": torch.tensor([0.0, 1.0])}), TypeError,
+     r"keep_heads\['blocks.0.attn'\] must hold int"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": [2]}), ValueError,
+     r"keep_heads\['blocks.0.attn'\] must hold indices in \[0, 1\], got min 2"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": [1, 1]}), ValueError,
+     r"keep_heads\['blocks.0.attn'\] must not repeat an index"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": [-1]}), ValueError,
+     r"keep_heads\['blocks.0.attn'\] must hold indices in \[0, 1\]"),
+    (slim_gpt, (_gpt(), {"blocks.5.attn": [0]}), ValueError,
+     r"keep_heads has key 'blocks.5.attn'; expected one of \['blocks.0.attn', 'blocks.1.attn'\]"),
+    (slim_gpt, (_gpt(), {0: [0]}), ValueError, "keep_heads has key 0; expected one of"),
+    (slim_gpt, (_gpt(), {"blocks.0.fc1": [0]}), ValueError, "keep_heads has key 'blocks.0.fc1'"),
+    (slim_gpt, (_gpt(), {True: [0]}), ValueError, "keep_heads has key True"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": "01"}), TypeError,
+     r"keep_heads\['blocks.0.attn'\] must be a list or 1-D tensor"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": 1}), TypeError, r"keep_heads\['blocks.0.attn'\] must be a list .*got int"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": torch.tensor([True, False])}), TypeError, r"must hold indices, got a bool"),
+    (slim_gpt, (_gpt(), {"blocks.0.attn": [True]}), TypeError,
+     r"keep_heads\['blocks.0.attn'\] must hold int indices, got True"),
+    (slim_gpt, (_gpt(), None, {"blocks.0.fc1": [0.5]}), TypeError, r"keep_ffn\['blocks.0.fc1'\] must hold int indices"),
+    (slim_gpt, (_gpt(), None, {"blocks.0.fc1": [8]}), ValueError,
+     r"keep_ffn\['blocks.0.fc1'\] must hold indices in \[0, 7\]"),
+    (slim_gpt, (_gpt(), None, {"blocks.1.fc1": [0, 0]}), ValueError, r"keep_ffn\['blocks.1.fc1'\] must not repeat"),
+    (slim_gpt, (_gpt(), None, {"blocks.2.fc1": [0]}), ValueError, "keep_ffn has key 'blocks.2.fc1'"),
+    (slim_gpt, (_gpt(), None, {"blocks.0.attn": [0]}), ValueError, "keep_ffn has key 'blocks.0.attn'"),
+    (slim_gpt, (_gpt(), None, {"blocks.0.fc1": [[0, 1]]}), TypeError,
+     r"keep_ffn\['blocks.0.fc1'\] must hold int indices"),
+    (slim_gpt, (_gpt(), None, {"blocks.0.fc1": torch.tensor([[0, 1]])}), ValueError,
+     r"keep_ffn\['blocks.0.fc1'\] must be 1-D"),
     (slim_gpt, (_gpt(), None, [0, 1]), TypeError, "keep_ffn must be a dict"),
     # scores: model, x, y
     (head_scores_gradient, (torch.nn.Linear(2, 2), XG, YG), TypeError, "model must be a lessons_lib.gpt.GPT"),
@@ -359,45 +388,50 @@ BAD_GPT = [
     (ffn_neuron_scores, (_gpt(), XG.double()), TypeError, "x must hold int token ids"),
     (ffn_neuron_scores, (_gpt(), torch.zeros(2, 17, dtype=torch.long)), ValueError, r"x must have shape \(batch,"),
     (ffn_neuron_scores, (_gpt(), None), TypeError, "x must be a torch.Tensor of token ids"),
-    (answer_loss, (_gpt(), XG, YG, [torch.ones(2)]), TypeError, r"masks must be None or a list of one"),
-    (answer_loss, (_gpt(), XG, YG, "ones"), TypeError, r"masks must be None or a list"),
-    (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError,
-     r"masks\[1\] must be a float tensor of shape \(3,\)"),
-    (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(3, dtype=torch.long)]), ValueError,
-     r"masks\[1\] must be a float tensor"),
-    # top_indices, head_slice
-    (top_indices, ([0.1, 0.2], 1), TypeError, "scores must be a 1-D torch.Tensor of scores, got list"),
-    (top_indices, (torch.ones(3), 4), ValueError, r"n must be in \[0, 3\], got 4"),
-    (top_indices, (torch.ones(3), -1), ValueError, r"n must be in \[0, 3\], got -1"),
-    (top_indices, (torch.ones(3), True), TypeError, "n must be an int count, got bool True"),
-    (top_indices, (torch.ones(3), 1.5), TypeError, "n must be an int count, got float 1.5"),
-    (top_indices, (torch.ones(3), "2"), TypeError, "n must be an int count, got str"),
-    (top_indices, (torch.tensor([0.5, float("nan")]), 1), ValueError, r"scores holds NaN \(index 1\)"),
-    (top_indices, (torch.ones(2, 2), 1), ValueError, r"scores must be 1-D"),
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2)]), ValueError, r"head_masks must be a list of one \(H,\) tensor"),
+    (answer_loss, (_gpt(), XG, YG, "ones"), ValueError, r"head_masks must be a list"),
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError, r"H = \[2, 3\]"),
+    # keep_top, head_slice
+    (keep_top, ([0.1, 0.2], 1), TypeError, "scores must be a 1-D torch.Tensor of scores, got list"),
+    (keep_top, (torch.ones(3), 4), ValueError, r"n_keep must be <= the number of units \(3\), got 4"),
+    (keep_top, (torch.ones(3), -1), ValueError, r"n_keep must be an int >= 0, got -1"),
+    (keep_top, (torch.ones(3), True), TypeError, "n_keep must be an int, got bool True"),
+    (keep_top, (torch.ones(3), 1.5), TypeError, "n_keep must be an int, got float 1.5"),
+    (keep_top, (torch.ones(3), "2"), TypeError, "n_keep must be an int, got str '2'"),
+    (keep_top, (torch.tensor([0.5, float("nan")]), 1), ValueError, r"scores holds NaN \(index 1\)"),
+    (keep_top, (torch.ones(2, 2), 1), ValueError, r"scores must be 1-D"),
     (head_slice, (1.5, 4), ValueError, "head must be an int >= 0, got 1.5"),
     (head_slice, (-1, 4), ValueError, "head must be an int >= 0, got -1"),
     (head_slice, (1, 0), ValueError, "head_dim must be an int >= 1, got 0"),
     (head_slice, (True, 4), ValueError, "head must be an int >= 0, got True"),
-    # prune_to
-    (prune_to, (SUB_GPT, [1, 1], [4, 3], XG, YG, XG), TypeError, r"model must be a .*GPT \(not a subclass"),
-    (prune_to, (_gpt(), [1], [4, 3], XG, YG, XG), ValueError, r"heads must give one count per layer \(2\), got \[1\]"),
-    (prune_to, (_gpt(), [3, 1], [4, 3], XG, YG, XG), ValueError, r"heads\[0\] must be in \[0, 2\] \(what layer 0"),
-    (prune_to, (_gpt(), [-1, 1], [4, 3], XG, YG, XG), ValueError, r"heads\[0\] must be in \[0, 2\]"),
-    (prune_to, (_gpt(), [1.5, 1], [4, 3], XG, YG, XG), TypeError, r"heads\[0\] must be an int count, got float 1.5"),
-    (prune_to, (_gpt(), [True, 1], [4, 3], XG, YG, XG), TypeError, r"heads\[0\] must be an int count, got bool True"),
-    (prune_to, (_gpt(), "12", [4, 3], XG, YG, XG), TypeError, "heads must be a list with one count per layer"),
-    (prune_to, (_gpt(), {0: 1, 1: 1}, [4, 3], XG, YG, XG), TypeError, "heads must be a list with one count per layer"),
-    (prune_to, (_gpt(), None, [4, 3], XG, YG, XG), TypeError, "heads must be a list"),
-    (prune_to, (_gpt(), [1, 1], [9, 3], XG, YG, XG), ValueError, r"ffn\[0\] must be in \[0, 8\]"),
-    (prune_to, (_gpt(), [1, 1], [4, 7], XG, YG, XG), ValueError, r"ffn\[1\] must be in \[0, 6\]"),
-    (prune_to, (_gpt(), [1, 1], [2.5, 1], XG, YG, XG), TypeError, r"ffn\[0\] must be an int count"),
-    (prune_to, (_gpt(), [1, 1], [4], XG, YG, XG), ValueError, r"ffn must give one count per layer \(2\)"),
-    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG, XG.float()), TypeError, "calibration must hold int token ids"),
-    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG, torch.zeros(2, 17, dtype=torch.long)), ValueError,
+    # slim_gpt_to: counts are an int (every layer) or a dict layer name -> int
+    (slim_gpt_to, (SUB_GPT, 1, 3, XG, YG, XG), TypeError, r"model must be a .*GPT \(not a subclass"),
+    (slim_gpt_to, (_gpt(), [1, 1], 3, XG, YG, XG), TypeError, r"n_keep_heads must be an int \(every layer\) or a dict"),
+    (slim_gpt_to, (_gpt(), "12", 3, XG, YG, XG), TypeError, "n_keep_heads must be an int"),
+    (slim_gpt_to, (_gpt(), None, 3, XG, YG, XG), TypeError, "n_keep_heads must be an int"),
+    (slim_gpt_to, (_gpt(), 1.5, 3, XG, YG, XG), TypeError, "n_keep_heads must be an int"),
+    (slim_gpt_to, (_gpt(), True, 3, XG, YG, XG), TypeError, "n_keep_heads must be an int"),
+    (slim_gpt_to, (_gpt(), 3, 3, XG, YG, XG), ValueError,
+     r"n_keep_heads\['blocks.0.attn'\] must be in \[0, 2\] \(what that layer has\), got 3"),
+    (slim_gpt_to, (_gpt(), {"blocks.0.attn": -1}, 3, XG, YG, XG), ValueError,
+     r"n_keep_heads\['blocks.0.attn'\] must be in \[0, 2\]"),
+    (slim_gpt_to, (_gpt(), {"blocks.0.attn": 1.5}, 3, XG, YG, XG), TypeError,
+     r"n_keep_heads\['blocks.0.attn'\] must be an int count, got float 1.5"),
+    (slim_gpt_to, (_gpt(), {"blocks.0.attn": True}, 3, XG, YG, XG), TypeError, r"must be an int count, got bool True"),
+    (slim_gpt_to, (_gpt(), {0: 1}, 3, XG, YG, XG), ValueError,
+     r"n_keep_heads has key 0; expected one of \['blocks.0.attn'"),
+    (slim_gpt_to, (_gpt(), 1, {"blocks.0.fc1": 9}, XG, YG, XG), ValueError,
+     r"n_keep_ffn\['blocks.0.fc1'\] must be in \[0, 8\]"),
+    (slim_gpt_to, (_gpt(), 1, 7, XG, YG, XG), ValueError, r"n_keep_ffn\['blocks.1.fc1'\] must be in \[0, 6\]"),
+    (slim_gpt_to, (_gpt(), 1, {"blocks.0.fc1": 2.5}, XG, YG, XG), TypeError,
+     r"n_keep_ffn\['blocks.0.fc1'\] must be an int count"),
+    (slim_gpt_to, (_gpt(), 1, {"blocks.0.attn": 2}, XG, YG, XG), ValueError, r"n_keep_ffn has key 'blocks.0.attn'"),
+    (slim_gpt_to, (_gpt(), 1, 3, XG, YG, XG.float()), TypeError, "calibration must hold int token ids"),
+    (slim_gpt_to, (_gpt(), 1, 3, XG, YG, torch.zeros(2, 17, dtype=torch.long)), ValueError,
      r"calibration must have shape \(batch, length\)"),
-    (prune_to, (_gpt(), [1, 1], [4, 3], XG, YG[:2], XG), ValueError, r"y must have shape \(4, digits\)"),
-    (prune_to, (_gpt(), [1, 1], [4, 3], XG + 12, YG, XG), ValueError, r"x must hold token ids in \[0, 11\]"),
-    (prune_to, (HOOKED_GPT, [1, 1], [4, 3], XG, YG, XG), ValueError, "model has a forward hook"),
+    (slim_gpt_to, (_gpt(), 1, 3, XG, YG[:2], XG), ValueError, r"y must have shape \(4, digits\)"),
+    (slim_gpt_to, (_gpt(), 1, 3, XG + 12, YG, XG), ValueError, r"x must hold token ids in \[0, 11\]"),
+    (slim_gpt_to, (HOOKED_GPT, 1, 3, XG, YG, XG), ValueError, "model has a forward hook"),
 ]
 
 
@@ -419,8 +453,8 @@ def _fingerprint(model):
     return tensors, modules
 
 
-def test_prune_to_drops_the_heads_and_neurons_that_do_nothing():
-    """Which heads and neurons prune_to keeps, checked against a model where the answer is known:
+def test_slim_gpt_to_drops_the_heads_and_neurons_that_do_nothing():
+    """Which heads and neurons slim_gpt_to keeps, checked against a model where the answer is known:
     on the trained GPT, head 1 of layer 0 and FFN neurons 0-9 of layer 1 are silenced (their
     output weights zeroed), so they are the ones to go; every other head raises the loss when removed."""
     from lessons_lib.gpt import load_checkpoint
@@ -432,7 +466,7 @@ def test_prune_to_drops_the_heads_and_neurons_that_do_nothing():
         dense.blocks[0].attn.out.weight[:, E:2 * E] = 0              # head 1 of layer 0 writes nothing
         dense.blocks[1].fc2.weight[:, :10] = 0                       # neurons 0-9 of layer 1 write nothing
     x, y = task.x_val[:200], task.y_val[:200]
-    slim = prune_to(dense, [3, 4], [256, 246], x, y, task.x_train[:128])
+    slim = slim_gpt_to(dense, {"blocks.0.attn": 3}, {"blocks.1.fc1": 246}, x, y, task.x_train[:128])
     kept_rows = torch.cat([torch.arange(h * E, (h + 1) * E) for h in (0, 2, 3)])
     assert torch.equal(slim.blocks[0].attn.q.weight, dense.blocks[0].attn.q.weight[kept_rows])
     assert torch.equal(slim.blocks[1].fc1.weight, dense.blocks[1].fc1.weight[10:])

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lessons_lib.data import digits_split
 from lessons_lib.models import MLP
-from lessons_lib.pruning import get_masks
+from lessons_lib.pruning import get_masks, model_sparsity
 from lessons_lib.repro import seed_everything
 from lessons_lib.schedules import (
     compare_schedules,
@@ -21,7 +21,6 @@ from lessons_lib.schedules import (
     sparsity_per_epoch,
     train_with_plan,
 )
-from lessons_lib.pruning import model_sparsity
 from lessons_lib.training import accuracy, train
 
 
@@ -218,11 +217,13 @@ def test_train_with_plan_refuses_a_first_target_below_the_models_sparsity(data, 
     (lambda: cubic_sparsity(3, 0.9, math.nan, 10), ValueError, "start must be a finite number, got nan"),
     (lambda: cubic_sparsity("3", 0.9, 0, 10), TypeError, "step must be a number, got str"),
     (lambda: cubic_sparsity(3, 0.9, 10, 5), ValueError, "end must be greater than start"),
-    (lambda: cubic_sparsity(3, 0.5, 0, 10, initial_sparsity=0.8), ValueError, "initial_sparsity must be <= final_sparsity"),
+    (lambda: cubic_sparsity(3, 0.5, 0, 10, initial_sparsity=0.8), ValueError,
+     "initial_sparsity must be <= final_sparsity"),
     (lambda: compare_schedules(None, seeds="01", sparsities=[0.5]), TypeError, "seeds must be a list, got str"),
     (lambda: compare_schedules(None, seeds=[0], sparsities="0.5"), TypeError, "sparsities must be a list, got str"),
     (lambda: compare_schedules(None, seeds=[0.5], sparsities=[0.5]), TypeError, r"seeds\[0\] must be an int"),
-    (lambda: compare_schedules("data", seeds=[0], sparsities=[0.5]), TypeError, "data must be a lessons_lib.data.Split"),
+    (lambda: compare_schedules("data", seeds=[0], sparsities=[0.5]), TypeError,
+     "data must be a lessons_lib.data.Split"),
 ])
 def test_schedule_inputs_that_used_to_pass_silently(call, error, message):
     with pytest.raises(error, match=message):

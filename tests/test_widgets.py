@@ -12,7 +12,7 @@ from lessons_lib.widgets import layer_readout, sparsity_explorer
 
 def test_slider_changes_readout_and_picture(layer):
     x = torch.randn(64, 100)
-    slider, readout, image = sparsity_explorer(layer, x, amount=0.5).children
+    slider, readout, image = sparsity_explorer(layer, x, sparsity=0.5).children
     first_text, first_png = readout.value, bytes(image.value)
     assert first_text.startswith("sparsity 50% · kept 2,500 of 5,000 weights")
     assert first_png.startswith(b"\x89PNG")
@@ -26,7 +26,7 @@ def test_slider_changes_readout_and_picture(layer):
 def test_no_compounding_and_layer_untouched(layer):
     x = torch.randn(64, 100)
     before = layer.weight.detach().clone()
-    slider, readout, _ = sparsity_explorer(layer, x, amount=0.2).children
+    slider, readout, _ = sparsity_explorer(layer, x, sparsity=0.2).children
     first = readout.value
     for value in [0.5, 0.8, 0.2]:
         slider.value = value
@@ -37,9 +37,9 @@ def test_no_compounding_and_layer_untouched(layer):
 
 def test_explorer_on_a_pruned_layer_starts_from_weight_orig(layer):
     x = torch.randn(64, 100)
-    plain = sparsity_explorer(layer, x, amount=0.3).children[1].value
+    plain = sparsity_explorer(layer, x, sparsity=0.3).children[1].value
     prune.l1_unstructured(layer, "weight", amount=0.9)
-    pruned = sparsity_explorer(layer, x, amount=0.3).children[1].value
+    pruned = sparsity_explorer(layer, x, sparsity=0.3).children[1].value
     assert pruned == plain
 
 
@@ -49,7 +49,7 @@ def test_explorer_bad_inputs(layer):
     with pytest.raises(ValueError, match=r"x must have 100 features"):
         sparsity_explorer(layer, torch.randn(4, 10))
     with pytest.raises(ValueError, match=r"sparsity must be a fraction in \[0, 1\], got 1.5"):
-        sparsity_explorer(layer, torch.randn(4, 100), amount=1.5)
+        sparsity_explorer(layer, torch.randn(4, 100), sparsity=1.5)
 
 
 def test_layer_readout_text_and_errors():
@@ -107,9 +107,9 @@ def test_layer_sparsity_explorer_errors():
     model = MLP((8, 4, 2))
     x, y = torch.randn(5, 8), torch.randint(0, 2, (5,))
     with pytest.raises(ValueError, match="sparsities has a key 'fc'"):
-        layer_sparsity_explorer(model, x, y, amounts={"fc": 0.5})
+        layer_sparsity_explorer(model, x, y, sparsities={"fc": 0.5})
     with pytest.raises(ValueError, match=r"sparsities\['layers.0'\] must be a fraction"):
-        layer_sparsity_explorer(model, x, y, amounts={"layers.0": 2})
+        layer_sparsity_explorer(model, x, y, sparsities={"layers.0": 2})
     prune.l1_unstructured(model.layers[0], "weight", amount=0.5)
     with pytest.raises(ValueError, match="model must not carry pruning masks"):
         layer_sparsity_explorer(model, x, y)
@@ -119,7 +119,7 @@ def test_schedule_explorer_draws_plans():
     from lessons_lib.schedules import cubic_plan
     from lessons_lib.widgets import schedule_explorer
 
-    final, steps, end, readout, image = schedule_explorer(epochs=30, final=0.9, steps=5).children
+    final, steps, end, readout, image = schedule_explorer(epochs=30, final_sparsity=0.9, steps=5).children
     first = readout.value
     final.value = 0.98
     last_epoch, last_target = cubic_plan(0.98, 30, 5, end.value)[-1]
@@ -201,7 +201,7 @@ def _drive(controls_and_values, box, strip_timings=False):
 def test_schedule_explorer_returns_to_its_start():
     from lessons_lib.widgets import schedule_explorer
 
-    box = schedule_explorer(epochs=30, final=0.9, steps=5)
+    box = schedule_explorer(epochs=30, final_sparsity=0.9, steps=5)
     final, steps, end, readout, image = box.children
     start = _widget_state(box)
     steps.value = 25
@@ -216,15 +216,15 @@ def test_schedule_explorer_returns_to_its_start():
     steps.value, end.value = 12, 12
     steps.value = 5
     assert end.value == 12                                    # the end chosen last is kept
-    with pytest.raises(ValueError, match=r"final must be in \[0, 0.99\] \(the slider's range\), got 1.0"):
-        schedule_explorer(final=1.0)
+    with pytest.raises(ValueError, match=r"final_sparsity must be in \[0, 0.99\] \(the slider's range\), got 1.0"):
+        schedule_explorer(final_sparsity=1.0)
 
 
 def test_mlp_explorers_return_to_their_start_and_leave_the_model_alone(layer):
     from lessons_lib.models import MLP
     from lessons_lib.widgets import latency_explorer, layer_sparsity_explorer, neuron_explorer
 
-    box = sparsity_explorer(layer, torch.randn(16, 100), amount=0.3)
+    box = sparsity_explorer(layer, torch.randn(16, 100), sparsity=0.3)
     before = _model_state(layer)
     _drive([(box.children[0], [0.0, 1.0, 0.77])], box)
     assert _same_model(_model_state(layer), before)
@@ -233,7 +233,7 @@ def test_mlp_explorers_return_to_their_start_and_leave_the_model_alone(layer):
     model = MLP((8, 16, 12, 4))
     x, y = torch.randn(40, 8), torch.randint(0, 4, (40,))
     before = _model_state(model)
-    box = layer_sparsity_explorer(model, x, y, amounts={"layers.1": 0.4})
+    box = layer_sparsity_explorer(model, x, y, sparsities={"layers.1": 0.4})
     _drive([(s, [1.0, 0.0, 0.55]) for s in box.children[:3]], box)
     box = neuron_explorer(model, x, y, batch=16)
     _drive([(s, [1, s.max, 3]) for s in box.children[:2]], box, strip_timings=True)
@@ -245,8 +245,7 @@ def test_mlp_explorers_return_to_their_start_and_leave_the_model_alone(layer):
 
 def test_gpt_explorers_return_to_their_start_and_leave_the_model_alone():
     from lessons_lib.gpt import GPT, GPTConfig
-    from lessons_lib.pruning import prunable_layers
-    from lessons_lib.pruning import input_norms
+    from lessons_lib.pruning import input_norms, prunable_layers
     from lessons_lib.tasks import addition_task
     from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
 
@@ -259,16 +258,19 @@ def test_gpt_explorers_return_to_their_start_and_leave_the_model_alone():
     box = transformer_sparsity_explorer(model, layers, task.x_test, task.y_test, norms)
     method, slider = box.children[:2]
     _drive([(slider, [0.0, 0.95, 0.3]), (method, list(method.options)[::-1]), (slider, [0.1])], box)
-    scores = [torch.rand(8), torch.rand(6)]
+    scores = {"blocks.0.fc1": torch.rand(8), "blocks.1.fc1": torch.rand(6)}
     box = head_explorer(model, task.x_test, task.y_test, scores, batch=8)
     grid, ffn = box.children[:2]
     boxes = [b for row in grid.children for b in row.children]
     _drive([*((b, [False]) for b in boxes), (ffn, [0.05, 0.5])], box, strip_timings=True)
     assert _same_model(_model_state(model), before)
-    for bad, message in [([torch.rand(8)], r"ffn_scores must be a list of one score tensor per layer \(2\)"),
-                         ([torch.rand(8), torch.rand(7)], r"ffn_scores\[1\] must be a float tensor of shape \(6,\)"),
-                         ({0: torch.rand(8), 1: torch.rand(6)}, "ffn_scores must be a list"),
-                         ([torch.rand(8), torch.arange(6)], r"ffn_scores\[1\] must be a float tensor")]:
+    for bad, message in [({"blocks.0.fc1": torch.rand(8)}, r"ffn_scores must be a dict with one score tensor"),
+                         ({**scores, "blocks.1.fc1": torch.rand(7)},
+                          r"ffn_scores\['blocks.1.fc1'\] must be a float tensor of shape \(6,\)"),
+                         ([torch.rand(8), torch.rand(6)], "ffn_scores must be a dict"),
+                         ({0: torch.rand(8), 1: torch.rand(6)}, r"keys \['blocks.0.fc1', 'blocks.1.fc1'\]"),
+                         ({**scores, "blocks.1.fc1": torch.arange(6)}, r"ffn_scores\['blocks.1.fc1'\] must be a float"),
+                         ({**scores, "blocks.1.fc1": torch.full((6,), float("nan"))}, "must be finite")]:
         with pytest.raises(ValueError, match=message):
             head_explorer(model, task.x_test, task.y_test, bad)
     assert _same_model(_model_state(model), before)
@@ -288,7 +290,7 @@ def test_explorers_check_their_data_once_up_front():
         with pytest.raises(ValueError, match="x is torch.float64 on cpu but model's parameters are torch.float32"):
             explorer(model, x.double(), y)
     with pytest.raises(TypeError, match="sparsities must be a dict mapping"):
-        layer_sparsity_explorer(model, x, y, amounts=[0.5])
+        layer_sparsity_explorer(model, x, y, sparsities=[0.5])
 
 
 def test_every_explorer_says_what_it_is_where_widgets_are_not_drawn(layer):
@@ -311,9 +313,8 @@ def test_every_explorer_is_an_explorer_whose_plain_text_is_whole(layer):
     """Built for real (not only annotated): an Explorer, its children as given, plain text under ipywidgets' cut."""
     from lessons_lib import widgets as lw
     from lessons_lib.gpt import GPT, GPTConfig
-    from lessons_lib.pruning import prunable_layers
     from lessons_lib.models import MLP
-    from lessons_lib.pruning import input_norms
+    from lessons_lib.pruning import input_norms, prunable_layers
     from lessons_lib.tasks import addition_task
 
     torch.manual_seed(0)
@@ -328,7 +329,8 @@ def test_every_explorer_is_an_explorer_whose_plain_text_is_whole(layer):
         "latency_explorer": lw.latency_explorer([0.5, 0.9], {"CSR": [2.0, 1.0]}, 1.5),
         "transformer_sparsity_explorer": lw.transformer_sparsity_explorer(
             gpt, layers, task.x_test, task.y_test, input_norms(gpt, task.x_train, layers)),
-        "head_explorer": lw.head_explorer(gpt, task.x_test, task.y_test, [torch.rand(8), torch.rand(6)], batch=8),
+        "head_explorer": lw.head_explorer(gpt, task.x_test, task.y_test,
+                                          {"blocks.0.fc1": torch.rand(8), "blocks.1.fc1": torch.rand(6)}, batch=8),
     }
     assert sorted(built) == sorted(name for name in dir(lw) if name.endswith("_explorer"))
     for name, explorer in built.items():
