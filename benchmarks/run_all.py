@@ -89,7 +89,7 @@ def widget_latency() -> list[dict]:
     rows.append(("05 latency_explorer (measured curves, nothing re-timed)",
                  *_median_update_ms(slider, [*range(1, len(amounts)), *range(len(amounts) - 2, -1, -1)])))
     from lessons_lib.gpt import CHECKPOINT, load_checkpoint, prunable_layers
-    from lessons_lib.gpt_structured import ffn_importance
+    from lessons_lib.gpt_structured import ffn_neuron_scores
     from lessons_lib.pruning import input_norms
     from lessons_lib.tasks import addition_task
     from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
@@ -101,7 +101,7 @@ def widget_latency() -> list[dict]:
     slider = transformer_sparsity_explorer(gpt, layers, task.x_test[:1000], task.y_test[:1000], norms).children[1]
     rows.append(("06 transformer_sparsity_explorer (1,000 problems)", *_median_update_ms(slider, fractions[:18])))
     ffn_slider = head_explorer(gpt, task.x_val[:500], task.y_val[:500],
-                               ffn_importance(gpt, task.x_train[:256])).children[1]
+                               ffn_neuron_scores(gpt, task.x_train[:256])).children[1]
     rows.append(("07 head_explorer (500 problems, slim rebuilt + timed)",
                  *_median_update_ms(ffn_slider, [round(0.05 * i, 2) for i in range(1, 20)])))
     return [{"widget": name, "median_ms": median, "max_ms": worst} for name, median, worst in rows]

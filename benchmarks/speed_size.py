@@ -20,7 +20,7 @@ from lessons_lib.data import digits_split
 from lessons_lib.measure import latency_ms, storage_bytes
 from lessons_lib.models import MLP
 from lessons_lib.repro import seed_everything
-from lessons_lib.structured import importance_activation, importance_l2, importance_taylor, keep_top, slim_mlp
+from lessons_lib.structured import keep_top, neuron_scores_activation, neuron_scores_l2, neuron_scores_taylor, slim_mlp
 from lessons_lib.training import accuracy, train
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -47,7 +47,7 @@ def layer_timings() -> tuple[dict, dict]:
 
 def mlp_speedup(model: MLP, x_pool: torch.Tensor) -> dict:
     """Slim (half the hidden neurons, by weight norm) vs dense MLP forward, batch 1 and 256."""
-    slim = slim_mlp(model, {i: keep_top(s, len(s) // 2) for i, s in enumerate(importance_l2(model))},
+    slim = slim_mlp(model, {i: keep_top(s, len(s) // 2) for i, s in enumerate(neuron_scores_l2(model))},
                     activation=torch.relu)
     result = {}
     with torch.no_grad():
@@ -66,8 +66,8 @@ def criteria_accuracy(seeds=range(3)) -> dict:
         dense = MLP()
         train(dense, data, 30, seed=seed, progress=False)
         g = torch.Generator().manual_seed(seed)
-        scores = {"weight norm": importance_l2(dense), "activation": importance_activation(dense, data.x_train),
-                  "Taylor": importance_taylor(dense, data.x_train, data.y_train),
+        scores = {"weight norm": neuron_scores_l2(dense), "activation": neuron_scores_activation(dense, data.x_train),
+                  "Taylor": neuron_scores_taylor(dense, data.x_train, data.y_train),
                   "random": [torch.rand(256, generator=g), torch.rand(128, generator=g)]}
         for fraction in (0.25, 0.5, 0.75):
             for name, per_layer in scores.items():
