@@ -48,24 +48,34 @@ def error_vs_sparsity(layer: nn.Linear, x: torch.Tensor, sparsities: Sequence[fl
     return [output_error(layer, x, mask_fn(weight, s)) for s in sparsities]
 
 
-def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsities: Sequence[float],
-                         prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
-    """Accuracy of a pruned *copy* of ``model`` for each fraction in ``sparsities`` (each
-    in [0, 1]: the fraction of the weights zeroed), on ``x``
-    ``(n, features)`` and labels ``y`` ``(n,)``.
+def metric_vs_sparsity(model: nn.Module, sparsities: Sequence[float], prune_fn: Callable[[nn.Module, float], None],
+                       metric: Callable[[nn.Module], object]) -> list:
+    """``metric(pruned)`` for a pruned *copy* of ``model`` at each fraction in ``sparsities``
+    (each in [0, 1]: the fraction of the weights zeroed); one result per sparsity, in order.
 
-    ``prune_fn(copy, sparsity)`` prunes the copy in place, e.g. ``pruning.prune_global``. A
-    model that already carries masks is copied with them (:func:`pruning.copy_model`).
+    ``prune_fn(copy, sparsity)`` prunes the copy in place, e.g. ``pruning.prune_global``;
+    ``metric`` measures it, e.g. ``lambda m: tasks.evaluate(m, x, y)``. A model that already
+    carries masks is copied with them (:func:`pruning.copy_model`); ``model`` is not changed.
     """
-    check_examples(model, x, y)
     sparsities = _check_sparsities(sparsities)
     require_callable(prune_fn, "prune_fn")
+    require_callable(metric, "metric")
     results = []
     for s in sparsities:
         pruned = copy_model(model)
         prune_fn(pruned, s)
-        results.append(accuracy(pruned, x, y))
+        results.append(metric(pruned))
     return results
+
+
+def accuracy_vs_sparsity(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sparsities: Sequence[float],
+                         prune_fn: Callable[[nn.Module, float], None]) -> list[float]:
+    """Accuracy on ``x`` ``(n, features)``, labels ``y`` ``(n,)`` of a pruned *copy* of
+    ``model`` for each fraction in ``sparsities`` (each in [0, 1]: the fraction of the weights
+    zeroed): :func:`metric_vs_sparsity` with :func:`training.accuracy`.
+    """
+    check_examples(model, x, y)
+    return metric_vs_sparsity(model, sparsities, prune_fn, lambda pruned: accuracy(pruned, x, y))
 
 
 def sensitivity_scan(model: nn.Module, x: torch.Tensor, y: torch.Tensor,

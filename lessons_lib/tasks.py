@@ -175,6 +175,13 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
     return correct / len(x)
 
 
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """``(exact match, answer loss)`` of ``model`` on problems ``x`` ``(n, T)`` with answers
+    ``y`` ``(n, d)``: the two numbers the GPT lessons report for every model."""
+    return exact_match(model, x, y), answer_loss(model, x, y).item()
+
+
 def train_on_task(model: nn.Module, task: Addition, steps: int, lr: float = 3e-3, batch_size: int = 256,
                   seed: int = 0, weight_decay: float = 0.01, progress: bool = True,
                   desc: str = "training") -> list[float]:
