@@ -9,6 +9,7 @@ units are chosen from scores.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -66,8 +67,11 @@ def require_activation(activation: object, name: str = "activation") -> Activati
 
 def _new_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     """A plain ``nn.Linear`` holding copies of ``weight`` ``(out, in)`` and ``bias`` ``(out,)``
-    (no bias if ``None``), with their dtype and device. Built on the meta device: no random init."""
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
+    (no bias if ``None``), with their dtype and device. Built on the meta device: no random init
+    (and no "zero-element tensors" warning for a layer slimmed to nothing, which is legitimate)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+        layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta")
     layer.weight = nn.Parameter(weight.detach().clone(memory_format=torch.contiguous_format))
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach().clone(memory_format=torch.contiguous_format))
