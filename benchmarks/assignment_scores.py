@@ -33,11 +33,11 @@ import torch
 
 from lessons_lib.assignment import exam_rules, held_out_problems, score_submission
 from lessons_lib.gpt import GPT, GPTConfig, load_checkpoint
-from lessons_lib.gpt_structured import prune_to
+from lessons_lib.gpt_structured import slim_gpt_to
 from lessons_lib.repro import seed_everything
 from lessons_lib.tasks import addition_task, train_on_task
 
-REFERENCE = (([3, 3], [128, 128], 200), ([3, 3], [53, 53], 600))
+REFERENCE = ((3, 128, 200), (3, 53, 600))
 
 
 def scaled(plan: tuple, total: int) -> tuple:
@@ -51,14 +51,14 @@ ATTEMPTS = {   # name: (cuts as (heads, ffn, steps), lr, batch size, calibration
     "reference (08's solution cell)": (REFERENCE, 2e-3, 256, 512, 0),
     "reference recipe, 300 steps": (scaled(REFERENCE, 300), 2e-3, 256, 512, 0),
     "reference recipe, 1,000 steps": (scaled(REFERENCE, 1000), 2e-3, 256, 512, 0),
-    "lesson 07's recipe, 2 heads + 85, 300 steps": ((([2, 2], [85, 85], 300),), 3e-3, 128, 256, 1),
-    "lesson 07's recipe, 2 heads + 85, 1,000 steps": ((([2, 2], [85, 85], 1000),), 3e-3, 128, 256, 1),
+    "lesson 07's recipe, 2 heads + 85, 300 steps": (((2, 85, 300),), 3e-3, 128, 256, 1),
+    "lesson 07's recipe, 2 heads + 85, 1,000 steps": (((2, 85, 1000),), 3e-3, 128, 256, 1),
 }
 EXPLORED = {
-    "explored: 2 heads + 16, 4,000 steps": ((([3, 3], [128, 128], 300), ([2, 2], [64, 64], 700),
-                                             ([2, 2], [16, 16], 3000)), 3e-3, 256, 512, 0),
-    "explored: 1 head + 40, 4,000 steps": ((([3, 3], [128, 128], 300), ([2, 2], [96, 96], 400),
-                                            ([1, 1], [64, 64], 300), ([1, 1], [40, 40], 3000)), 2e-3, 256, 512, 0),
+    "explored: 2 heads + 16, 4,000 steps": (((3, 128, 300), (2, 64, 700),
+                                             (2, 16, 3000)), 3e-3, 256, 512, 0),
+    "explored: 1 head + 40, 4,000 steps": (((3, 128, 300), (2, 96, 400),
+                                            (1, 64, 300), (1, 40, 3000)), 2e-3, 256, 512, 0),
 }
 
 
@@ -71,7 +71,7 @@ def train(job: tuple[str, tuple, int]) -> tuple[str, int, dict, dict, float]:
     start = time.perf_counter()
     model = load_checkpoint()
     for heads, ffn, steps in cuts:
-        model = prune_to(model, heads, ffn, *val, task.x_train[:calibration])
+        model = slim_gpt_to(model, heads, ffn, *val, task.x_train[:calibration])
         train_on_task(model, task, steps, lr=lr, batch_size=batch, seed=(steps if offset == 0 else offset) + seed,
                       progress=False)
     return name, seed, model.config.to_dict(), model.state_dict(), time.perf_counter() - start

@@ -28,29 +28,29 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "benchmarks" / "results"
 SEEDS = range(5)
 TARGETS = (0.8, 0.9, 0.95, 0.98)
-SCOPE_TARGETS = (0.9, 0.95, 0.98)
+SCOPE_SPARSITIES = (0.9, 0.95, 0.98)
 STAGES = {"no fine-tuning": "one-shot, no fine-tuning", "one-shot": "one-shot + 30 epochs",
           "cubic": "cubic schedule, 30 epochs"}
 
 
-def scope_comparison(data, seed: int, targets=SCOPE_TARGETS, epochs: int = 30) -> dict:
+def scope_comparison(data, seed: int, sparsities=SCOPE_SPARSITIES, epochs: int = 30) -> dict:
     """Layer-wise vs global magnitude pruning: one-shot before and after ``epochs`` of fine-tuning,
     and the cubic schedule over the same ``epochs``."""
     seed_everything(seed, threads=1)
     dense = MLP()
     train(dense, data, 30, seed=seed, progress=False)
     result = {}
-    for target in targets:
+    for sparsity in sparsities:
         for scope, prune_fn in (("layer-wise", prune_layerwise), ("global", prune_global)):
             model = copy.deepcopy(dense)
-            prune_fn(model, target)
-            result[scope, "no fine-tuning", target] = accuracy(model, data.x_test, data.y_test)
+            prune_fn(model, sparsity)
+            result[scope, "no fine-tuning", sparsity] = accuracy(model, data.x_test, data.y_test)
             train(model, data, epochs, seed=seed + 1000, progress=False)
-            result[scope, "one-shot", target] = accuracy(model, data.x_test, data.y_test)
+            result[scope, "one-shot", sparsity] = accuracy(model, data.x_test, data.y_test)
             model = copy.deepcopy(dense)
-            train_with_plan(model, data, cubic_plan(target, epochs, 10), epochs, seed=seed + 1000,
+            train_with_plan(model, data, cubic_plan(sparsity, epochs, 10), epochs, seed=seed + 1000,
                             progress=False, scope=scope)
-            result[scope, "cubic", target] = accuracy(model, data.x_test, data.y_test)
+            result[scope, "cubic", sparsity] = accuracy(model, data.x_test, data.y_test)
     return result
 
 
@@ -74,7 +74,7 @@ def main() -> None:
         ("98%: within 5 points of control", control[0] - best[0.98] <= 5.0),
         *[(f"global beats layer-wise at {t:.0%}, {STAGES[stage]}",
            scope["global", stage, t][0] > scope["layer-wise", stage, t][0])
-          for stage in STAGES for t in SCOPE_TARGETS],
+          for stage in STAGES for t in SCOPE_SPARSITIES],
         ("every fine-tuned result beats the same sparsity without fine-tuning",
          all(table[m, t][0] > table["no fine-tuning", t][0] for m in tuned for t in TARGETS)),
     ]
@@ -88,8 +88,8 @@ def main() -> None:
              "| global magnitude pruning, 30 epochs after the dense model | "
              + " | ".join(f"{t:.0%}" for t in TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
     lines += [f"| {m} | " + " | ".join(cell(table[m, t]) for t in TARGETS) + " |" for m in METHODS]
-    lines += ["", "| scope | " + " | ".join(f"{t:.0%}" for t in SCOPE_TARGETS) + " |", "|---|---|---|---|"]
-    lines += [f"| {sc}, {label} | " + " | ".join(cell(scope[sc, stage, t]) for t in SCOPE_TARGETS) + " |"
+    lines += ["", "| scope | " + " | ".join(f"{t:.0%}" for t in SCOPE_SPARSITIES) + " |", "|---|---|---|---|"]
+    lines += [f"| {sc}, {label} | " + " | ".join(cell(scope[sc, stage, t]) for t in SCOPE_SPARSITIES) + " |"
               for stage, label in STAGES.items() for sc in ("layer-wise", "global")]
     lines += ["", "| target | met |", "|---|---|"]
     lines += [f"| {name} | {'yes' if ok else '**no**'} |" for name, ok in checks]

@@ -83,14 +83,14 @@ def widget_latency() -> list[dict]:
     slider = neuron_explorer(model, data.x_val, data.y_val).children[0]
     widths = list(range(10, 250, 13))
     rows.append(("04 neuron_explorer (MLP, slim rebuilt + timed)", *_median_update_ms(slider, widths)))
-    amounts = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]           # the curve shape lesson 05 measures
-    curves = {"CSR": [2.0 * (1 - a) + 0.05 for a in amounts], "slim": [1.0 * (1 - a) + 0.02 for a in amounts]}
-    slider = latency_explorer(amounts, curves, dense_ms=1.0).children[0]
+    sparsities = [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]           # the curve shape lesson 05 measures
+    curves = {"CSR": [2.0 * (1 - s) + 0.05 for s in sparsities], "slim": [1.0 * (1 - s) + 0.02 for s in sparsities]}
+    slider = latency_explorer(sparsities, curves, dense_ms=1.0).children[0]
     rows.append(("05 latency_explorer (measured curves, nothing re-timed)",
-                 *_median_update_ms(slider, [*range(1, len(amounts)), *range(len(amounts) - 2, -1, -1)])))
-    from lessons_lib.gpt import CHECKPOINT, load_checkpoint, prunable_layers
+                 *_median_update_ms(slider, [*range(1, len(sparsities)), *range(len(sparsities) - 2, -1, -1)])))
+    from lessons_lib.gpt import CHECKPOINT, load_checkpoint
     from lessons_lib.gpt_structured import ffn_neuron_scores
-    from lessons_lib.pruning import input_norms
+    from lessons_lib.pruning import input_norms, prunable_layers
     from lessons_lib.tasks import addition_task
     from lessons_lib.widgets import head_explorer, transformer_sparsity_explorer
 

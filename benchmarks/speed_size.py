@@ -17,14 +17,16 @@ import torch
 
 import lessons_lib.sparsity as sp
 from lessons_lib.data import digits_split
-from lessons_lib.measure import latency_ms, storage_bytes
+from lessons_lib.experiments import storage_bytes
+from lessons_lib.measure import latency_ms
 from lessons_lib.models import MLP
 from lessons_lib.repro import seed_everything
-from lessons_lib.structured import keep_top, neuron_scores_activation, neuron_scores_l2, neuron_scores_taylor, slim_mlp
-from lessons_lib.training import accuracy, train
+from lessons_lib.slimming import keep_top
+from lessons_lib.structured import neuron_scores_activation, neuron_scores_l2, neuron_scores_taylor, slim_mlp
+from lessons_lib.training import accuracy, train, trained_mlp
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-AMOUNTS = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99]
+SPARSITIES = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99]
 
 
 def layer_timings() -> tuple[dict, dict]:
@@ -37,17 +39,17 @@ def layer_timings() -> tuple[dict, dict]:
         half = weight[:512].contiguous()
         speedup[batch] = dense / latency_ms(lambda x=x, half=half: half @ x)
         crossover[batch] = None
-        for amount in AMOUNTS:
-            csr = (weight * sp.magnitude_mask(weight, amount)).to_sparse_csr()
+        for sparsity in SPARSITIES:
+            csr = (weight * sp.magnitude_mask(weight, sparsity)).to_sparse_csr()
             if latency_ms(lambda x=x, csr=csr: csr @ x) < dense:
-                crossover[batch] = amount
+                crossover[batch] = sparsity
                 break
     return speedup, crossover
 
 
 def mlp_speedup(model: MLP, x_pool: torch.Tensor) -> dict:
     """Slim (half the hidden neurons, by weight norm) vs dense MLP forward, batch 1 and 256."""
-    slim = slim_mlp(model, {i: keep_top(s, len(s) // 2) for i, s in enumerate(neuron_scores_l2(model))},
+    slim = slim_mlp(model, {name: keep_top(s, len(s) // 2) for name, s in neuron_scores_l2(model).items()},
                     activation=torch.relu)
     result = {}
     with torch.no_grad():
@@ -63,15 +65,14 @@ def criteria_accuracy(seeds=range(3)) -> dict:
     for seed in seeds:
         seed_everything(seed, threads=1)
         data = digits_split()
-        dense = MLP()
-        train(dense, data, 30, seed=seed, progress=False)
+        dense = trained_mlp(seed, progress=False)
         g = torch.Generator().manual_seed(seed)
         scores = {"weight norm": neuron_scores_l2(dense), "activation": neuron_scores_activation(dense, data.x_train),
                   "Taylor": neuron_scores_taylor(dense, data.x_train, data.y_train),
-                  "random": [torch.rand(256, generator=g), torch.rand(128, generator=g)]}
+                  "random": {"layers.0": torch.rand(256, generator=g), "layers.1": torch.rand(128, generator=g)}}
         for fraction in (0.25, 0.5, 0.75):
             for name, per_layer in scores.items():
-                keep = {i: keep_top(s, round((1 - fraction) * len(s))) for i, s in enumerate(per_layer)}
+                keep = {layer: keep_top(s, round((1 - fraction) * len(s))) for layer, s in per_layer.items()}
                 model = slim_mlp(dense, keep, activation=torch.relu)
                 before = accuracy(model, data.x_test, data.y_test)
                 train(model, data, 10, seed=seed + 1, progress=False)
@@ -85,10 +86,9 @@ def main() -> None:
     seed_everything(0, threads=1)
     speedup, crossover = layer_timings()
     data = digits_split()
-    model = MLP()
-    train(model, data, 30, progress=False)
+    model = trained_mlp(0, progress=False)
     mlp = mlp_speedup(model, data.x_test)
-    storage = {a: storage_bytes(model, a) for a in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)}
+    storage = {s: storage_bytes(model, s) for s in (0.0, 0.5, 0.8, 0.9, 0.95, 0.98)}
     criteria = criteria_accuracy()
 
     def met(ok: bool) -> str:
@@ -103,7 +103,7 @@ def main() -> None:
              f"{met(min(mlp.values()) >= 1.8)} |", "",
              "CSR (`to_sparse_csr`, 1024x1024, magnitude mask) first faster than dense at: "
              + ", ".join(f"batch {b}: {'never' if c is None else f'{c:.0%}'}" for b, c in crossover.items())
-             + f" (tested {', '.join(f'{a:.0%}' for a in AMOUNTS)}).", "",
+             + f" (tested {', '.join(f'{a:.0%}' for a in SPARSITIES)}).", "",
              "## Storage of the digits MLP (kB), global magnitude pruning", "",
              "| sparsity | dense | masked (prune) | CSR int64 | CSR int32 | zlib of dense |",
              "|---|---|---|---|---|---|"]

@@ -9,7 +9,6 @@ test problems; head and neuron choices use validation problems only.
 
 from __future__ import annotations
 
-import copy
 import statistics
 from datetime import date
 from pathlib import Path
@@ -17,11 +16,12 @@ from pathlib import Path
 import torch
 
 import lessons_lib.sparsity as sp
-from lessons_lib.gpt import CHECKPOINT, load_checkpoint, prunable_layers
-from lessons_lib.gpt_structured import prune_to
+from lessons_lib.gpt import CHECKPOINT, load_checkpoint
+from lessons_lib.gpt_structured import slim_gpt_to
 from lessons_lib.measure import count_parameters, latency_ms
-from lessons_lib.pruning import apply_masks, input_norms, wanda_mask
+from lessons_lib.pruning import input_norms, masked_copy, prunable_layers
 from lessons_lib.repro import seed_everything
+from lessons_lib.sparsity import wanda_mask
 from lessons_lib.tasks import addition_task, exact_match, train_on_task
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,8 +41,8 @@ def unstructured(dense, task, seed: int) -> dict:
                 if pattern == "2:4":
                     return sp.n_m_mask(weight.detach().abs() * (1 if n is None else n[None, :]), 2, 4)
                 return wanda_mask(weight, n, int(pattern[:-1]) / 100)
-            model = copy.deepcopy(dense)
-            apply_masks(model, {name: mask(name, layer.weight) for name, layer in prunable_layers(model).items()})
+            masks = {name: mask(name, layer.weight) for name, layer in prunable_layers(dense).items()}
+            model = masked_copy(dense, masks)
             result[method, pattern] = exact_match(model, task.x_test, task.y_test)
     return result
 
@@ -50,12 +50,12 @@ def unstructured(dense, task, seed: int) -> dict:
 def structured(dense, task, seed: int, steps: int) -> dict:
     """Half the heads and half the FFN: one-shot vs two-step iterative, ``steps`` of fine-tuning."""
     val, calibration = (task.x_val[:500], task.y_val[:500]), task.x_train[:256]
-    one_shot = prune_to(dense, [2, 2], [128, 128], *val, calibration)
+    one_shot = slim_gpt_to(dense, 2, 128, *val, calibration)
     before = exact_match(one_shot, task.x_test, task.y_test)
     train_on_task(one_shot, task, steps, lr=3e-3, seed=seed, progress=False)
-    step = prune_to(dense, [3, 3], [192, 192], *val, calibration)
+    step = slim_gpt_to(dense, 3, 192, *val, calibration)
     train_on_task(step, task, steps // 2, lr=3e-3, seed=seed, progress=False)
-    iterative = prune_to(step, [2, 2], [128, 128], *val, calibration)
+    iterative = slim_gpt_to(step, 2, 128, *val, calibration)
     train_on_task(iterative, task, steps - steps // 2, lr=3e-3, seed=seed + 100, progress=False)
     return {"before fine-tuning": before, "one-shot": exact_match(one_shot, task.x_test, task.y_test),
             "iterative": exact_match(iterative, task.x_test, task.y_test), "model": one_shot}
@@ -65,8 +65,8 @@ def curve(dense, task, seed: int, steps: int = 300) -> dict:
     """Exact match after ``steps`` of fine-tuning vs the fraction of heads and FFN neurons kept."""
     val, calibration = (task.x_val[:500], task.y_val[:500]), task.x_train[:256]
     points = {}
-    for heads, ffn in (([3, 3], [192, 192]), ([2, 2], [128, 128]), ([1, 1], [64, 64])):
-        model = prune_to(dense, heads, ffn, *val, calibration)
+    for heads, ffn in ((3, 192), (2, 128), (1, 64)):
+        model = slim_gpt_to(dense, heads, ffn, *val, calibration)
         train_on_task(model, task, steps, lr=3e-3, seed=seed, progress=False)
         points[1 - count_parameters(model) / count_parameters(dense)] = exact_match(model, task.x_test, task.y_test)
     return points
