@@ -1,21 +1,50 @@
 """lessons_lib: the small helper library behind the Pruning Masterclass notebooks.
 
-One module per concern, each short enough to read in a sitting:
+Words
+-----
+The library says each thing one way, and every lesson uses these words:
 
-- ``repro``          -- seeds and thread count, one call at the top of every lesson
-- ``validate``       -- the argument checks every public function runs first
-- ``sparsity``       -- magnitude, random and N:M masks; sparsity of tensors and models
-- ``pruning``        -- masks on a whole model: layer-wise, global, per layer, Wanda-style
-- ``measure``        -- output error, accuracy vs sparsity, parameters, bytes, latency
-- ``data``, ``models``, ``training`` -- the digits split, the MLP and its training loop
-- ``schedules``      -- one-shot, iterative and cubic pruning plans during fine-tuning
-- ``structured``     -- neuron scores and physically smaller MLP layers
-- ``gpt``, ``tasks`` -- the tiny GPT, its addition task and its checkpoint (in ``checkpoints/``)
-- ``gpt_structured`` -- head and FFN-neuron scores and removal for the GPT
-- ``plots``          -- mask heatmaps, histograms, accuracy/latency/schedule curves
-- ``widgets``        -- interactive explorers (ipywidgets)
-- ``checks``         -- exercise checkers with plain-language feedback
-- ``assignment``     -- lesson 08's rules, held-out problems and score table
+- **sparsity**: the fraction of a tensor's or a model's weights that are zero (unstructured
+  pruning), a float in [0, 1]. ``prune_global(model, 0.9)`` leaves the model at 90% sparsity in
+  total, whatever it was before (masks are never undone, so asking for less than the current
+  sparsity is refused). Never a count: torch's ``amount`` is a count when it is an int, so our
+  functions refuse the int ``1`` rather than guess. Lists of them are ``sparsities``; a
+  schedule's end point is ``final_sparsity``.
+- **keep** / **n_keep** (structured pruning): ``keep`` is the indices of the units (neurons,
+  heads) a layer keeps, ``n_keep`` how many. ``slimming.keep_top(scores, n_keep)`` is the one way
+  to turn scores into ``keep``: the highest scores, ties to the lower index, in increasing order.
+- **layer names** are the keys everywhere: the names ``model.named_modules()`` gives
+  (``"layers.0"``, ``"blocks.1.fc1"``). Scores are ``dict[name, Tensor]`` with one score per
+  unit; a GPT's heads are keyed by their attention module (``"blocks.i.attn"``), its FFN neurons
+  by the layer that computes them (``"blocks.i.fc1"``).
+- **prunable layers**: the one definition of which weights a model-level call considers,
+  :func:`pruning.prunable_layers`: the model's own ``prunable_layers()`` if it has one (the
+  GPT: its blocks' Linear layers), else every ``nn.Linear``. ``prune_*``, ``layer_sparsities``
+  and ``model_sparsity`` all use it.
+- ``prune_*`` functions attach masks **in place**; ``slim_*`` functions return a **new**, smaller
+  model and leave theirs unchanged; ``*_copy`` functions return a changed copy.
+- Three costs, never mixed up, each with one function in ``measure``: parameters **stored**
+  (``count_parameters``; zeros count, since a mask stores them), **multiply-adds** per forward
+  pass (``multiply_adds``) and measured **latency** (``latency_ms``, ``interleaved_latency_ms``).
+  ``count_nonzero`` counts the weights that are not zero, which is what sparsity changes.
+
+Layers
+------
+Each module imports only from its own layer or the ones above it in this list (a test reads the
+imports and checks it):
+
+- util: ``validate`` (argument checks), ``repro`` (seeds, threads), ``progress`` (progress bars)
+- core, on torch alone: ``sparsity`` (masks on one tensor: magnitude, random, N:M, Wanda),
+  ``pruning`` (masks on a whole model), ``slimming`` (removing units: ``slim_linear``,
+  ``keep_top``), ``measure`` (parameters, multiply-adds, bytes, latency; a leaf that imports only
+  ``validate``)
+- course material: ``data``, ``models``, ``training`` (the digits MLP and its trained copy),
+  ``schedules`` (one-shot, iterative and cubic plans), ``experiments`` (curves, scans and
+  comparisons on copies of a model), ``structured`` (MLP neurons), ``gpt``, ``tasks``,
+  ``gpt_structured`` (the tiny GPT, its addition task, its heads and FFN neurons)
+- teaching: ``plots``, ``widgets`` (explorers that call the functions above and do no maths of
+  their own), ``checks`` (exercise checkers; importing it loads no GPT and no scikit-learn),
+  ``assignment`` (lesson 08's rules and grader)
 
 Importing the package has no side effects: nothing is seeded, trained or drawn.
 """
