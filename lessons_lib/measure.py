@@ -94,15 +94,20 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
 
     It counts what runs: a masked weight is still multiplied, zeros and all (lesson 05's point),
     while a slimmed layer is smaller and counts less. It knows matrix products (``nn.Linear``,
-    ``@``, attention's ``bmm`` and ``scaled_dot_product_attention``) and convolutions; element-wise
-    work (ReLU, softmax, LayerNorm, adding a bias) is not counted. ``x``: whatever ``model``
-    takes, e.g. ``(batch, features)``; the count is for the whole batch.
+    ``@``, ``bmm``), convolutions and attention (``scaled_dot_product_attention``: its two
+    ``(T, T)`` products per head, in full even when causal); element-wise work (ReLU, softmax,
+    LayerNorm, adding a bias) is not counted. ``x``: whatever ``model`` takes, e.g.
+    ``(batch, features)``; the count is for the whole batch.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    from torch.utils import flop_counter
 
     require_module(model, "model")
     require_tensor(x, "x")
-    with FlopCounterMode(display=False) as counter:
+    # torch counts attention's GPU kernels but not the CPU one in every release: count it the same way
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    mapping = {} if cpu_attention is None else {
+        cpu_attention: lambda query, key, value, *args, **kwargs: flop_counter.sdpa_flop_count(query, key, value)}
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         model(x)
     return counter.get_total_flops() // 2
 

@@ -60,3 +60,14 @@ def test_multiply_adds_of_the_lessons_mlp_and_its_slim_version():
     assert multiply_adds(slim_mlp(model, keep, activation=torch.relu), x) == 3 * 17_024
     prune_global(model, 0.9)
     assert multiply_adds(model, x) == 3 * 50_432                               # a mask multiplies zeros too
+
+
+def test_multiply_adds_of_the_gpt_count_its_linear_layers_and_attention():
+    """Per token every Linear weight once; per head two (T, T) products of size head_dim."""
+    from lessons_lib.gpt import GPT, GPTConfig
+
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6], block_size=11))
+    x = torch.zeros(5, 11, dtype=torch.long)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    attention = sum(2 * 5 * h * 11 * 11 * 4 for h in (2, 3))
+    assert multiply_adds(model, x) == 5 * 11 * linear + attention
