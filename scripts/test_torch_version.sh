@@ -21,4 +21,4 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --force-reinstall --no-deps .
 "$VENV/bin/python" -m pip install --quiet ".[test]"
 "$VENV/bin/python" -c 'import torch; print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")'
-"$VENV/bin/python" -m pytest --deselect tests/test_browser.py "$@"
+"$VENV/bin/python" -m pytest --deselect tests/integration/test_browser.py "$@"

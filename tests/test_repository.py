@@ -80,7 +80,7 @@ def test_every_import_is_declared():
     lesson_code = [p.read_text() for p in (ROOT / "lessons_lib").glob("*.py")]
     lesson_code += [_notebook_code(p) for p in NOTEBOOKS]
     assert _undeclared(set().union(*map(_imports, lesson_code)), runtime) == set()
-    tool_code = [p.read_text() for d in ("tests", "scripts", "benchmarks") for p in (ROOT / d).glob("*.py")]
+    tool_code = [p.read_text() for d in ("tests", "scripts", "benchmarks") for p in (ROOT / d).rglob("*.py")]
     own_scripts = {p.stem for p in (ROOT / "scripts").glob("*.py")}     # scripts import one another
     assert _undeclared(set().union(*map(_imports, tool_code)) - own_scripts, everything) == set()
 

@@ -1,4 +1,4 @@
-"""Data, model and training loop of the MLP lessons."""
+"""The MLP (models), its data and its training loop."""
 
 import copy
 

@@ -51,7 +51,7 @@ from lessons_lib.gpt_structured import slim_gpt
 from lessons_lib.pruning import prunable_layers
 from lessons_lib.tasks import addition_task
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ("00_start_here.ipynb", "08_assignment_prune_to_a_budget.ipynb")
 SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, "
                            "{0: list(range(53)), 1: list(range(53))})")

@@ -14,7 +14,7 @@ from lessons_lib.pruning import input_norms, prunable_layers
 from lessons_lib.sparsity import wanda_mask
 from lessons_lib.tasks import addition_task, answer_loss, encode, exact_match, train_on_task
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("config", [GPTConfig(block_size=11), GPTConfig(d_model=32, head_dim=8, heads=[2, 3, 1],
@@ -79,10 +79,10 @@ def test_task_encoding_and_disjoint_splits():
 def test_training_lowers_loss_deterministically():
     task = addition_task(2, n_train=2000, n_val=100, n_test=100)
     torch.manual_seed(0)
-    a = GPT(GPTConfig(block_size=task.x_train.shape[1]))
+    a = GPT(GPTConfig(d_model=32, head_dim=8, heads=[2, 2], ffn=[64, 64], block_size=task.x_train.shape[1]))
     b = copy.deepcopy(a)
-    losses = train_on_task(a, task, steps=60, seed=3, progress=False)
-    train_on_task(b, task, steps=60, seed=3, progress=False)
+    losses = train_on_task(a, task, steps=60, batch_size=64, seed=3, progress=False)
+    train_on_task(b, task, steps=60, batch_size=64, seed=3, progress=False)
     assert sum(losses[-10:]) < 0.8 * sum(losses[:10])
     assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     with pytest.raises(ValueError, match="steps must be a positive int, got 0"):

@@ -29,7 +29,7 @@ from lessons_lib.checks import (
 )
 from lessons_lib.gpt import Attention
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _rejects(checker, fn, fragment: str) -> str:
