@@ -16,7 +16,8 @@ def test_encode_writes_the_problem_and_the_answer_digits():
 
 def test_splits_are_disjoint_and_seeded():
     task = addition_task(2, n_train=300, n_val=50, n_test=60, seed=3)
-    problems = {part: {tuple(r.tolist()) for r in getattr(task, f"x_{part}")[:, :7]} for part in ("train", "val", "test")}
+    problems = {part: {tuple(r.tolist()) for r in getattr(task, f"x_{part}")[:, :7]}      # a + b = : the problem
+                for part in ("train", "val", "test")}
     assert [len(p) for p in problems.values()] == [300, 50, 60]
     assert not (problems["train"] & problems["val"] or problems["train"] & problems["test"]
                 or problems["val"] & problems["test"])

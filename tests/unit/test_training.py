@@ -34,7 +34,7 @@ def test_each_call_is_a_fresh_copy_and_the_caller_rng_is_untouched(short):
     assert torch.equal(torch.rand(3), expected_next)
     second = short()                                                      # cached: a copy, not the same object
     assert first is not second
-    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(first.parameters(), second.parameters()))
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(first.parameters(), second.parameters(), strict=True))
     with torch.no_grad():
         first.layers[0].weight.zero_()
     assert short().layers[0].weight.abs().sum() > 0                      # changing a copy changes no other
