@@ -24,8 +24,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 LESSONS = ("00_start_here.ipynb", "08_assignment_prune_to_a_budget.ipynb")
-SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {0: [0, 1, 2], 1: [0, 1, 2]}, "
-                           "{0: list(range(53)), 1: list(range(53))})")
+SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {'blocks.0.attn': [0, 1, 2], 'blocks.1.attn': [0, 1, 2]}, "
+                           "{'blocks.0.fc1': list(range(53)), 'blocks.1.fc1': list(range(53))})")
 NEGATIVE_POINTS = ("import lessons_lib.assignment as grader\n"
                    "    grader.POINTS.update({name: -points for name, points in grader.POINTS.items()})\n"
                    "    " + SLIM_BUT_NOT_FINE_TUNED)

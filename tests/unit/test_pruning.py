@@ -140,7 +140,7 @@ def test_prune_layerwise_to_accumulates_per_layer(mlp):
     pr.prune_layerwise(mlp, 0.75)
     assert pr.layer_sparsities(mlp) == {"layers.0": 0.75, "layers.1": 0.75, "layers.2": 0.75}
     with pytest.raises(ValueError,
-                       match=r"sparsity must be >= layers.0.s current sparsity 0.7500 \(masks are never undone\)"):
+                       match=r"sparsity must be >= layers.0's current sparsity 0.7500 \(masks are never undone\)"):
         pr.prune_layerwise(mlp, 0.5)
 
 
