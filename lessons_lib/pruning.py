@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .sparsity import tensor_sparsity
+from .sparsity import lamp_scores, tensor_sparsity
 from .validate import (
     is_sequence,
     require_fraction,
@@ -176,6 +176,27 @@ def prune_global(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Line
     if want > zeros:          # the smallest unmasked magnitudes go first, plain zeros among them
         prune.global_unstructured([(layer, "weight") for layer in layers.values()],
                                   pruning_method=prune.L1Unstructured, amount=want - masked)
+
+
+def prune_lamp(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
+    """Like :func:`prune_global` (one threshold, total ``sparsity``, a fraction in [0, 1]), but
+    ranking the weights by :func:`sparsity.lamp_scores` of their layer instead of ``|w|``: a
+    layer of small weights is no longer emptied, because its largest weight scores 1 like every
+    layer's. The scores are read from the current (masked) weights, so zeros go first.
+    """
+    layers = prunable_layers(model, layers)
+    if not layers:
+        raise ValueError("model must hold at least one Linear layer with weights to prune, got none")
+    sparsity = require_fraction(sparsity, "sparsity")
+    n, zeros, masked = (sum(c) for c in zip(*(_counts(layer) for layer in layers.values()), strict=True))
+    if sparsity * n < zeros - 1:
+        raise ValueError(f"sparsity must be >= the current sparsity {zeros / n:.4f} of these layers (masks are "
+                         f"never undone), got {sparsity}")
+    want = round(sparsity * n)
+    if want > zeros:
+        scores = {(layer, "weight"): lamp_scores(masked_weight(layer)) for layer in layers.values()}
+        prune.global_unstructured(list(scores), pruning_method=prune.L1Unstructured, amount=want - masked,
+                                  importance_scores=scores)
 
 
 def prune_per_layer(model: nn.Module, sparsities: Mapping[str, float]) -> None:

@@ -144,3 +144,22 @@ def wanda_mask(weight: torch.Tensor, norms: torch.Tensor | None, sparsity: float
     if k:
         keep.scatter_(1, scores.topk(k, dim=1, largest=False).indices, False)
     return keep
+
+
+def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
+    """LAMP score of every entry of ``weight`` (any shape; same shape back), after Lee et al.,
+    "Layer-adaptive Sparsity for the Magnitude-based Pruning" (ICLR 2021): ``w**2`` divided by the
+    sum of ``w**2`` over the entries of the same tensor at least as large (itself included), in the
+    order of a stable sort by magnitude. The largest entry of every tensor scores 1, so one global
+    threshold on these scores never empties a layer; zeros score 0.
+    """
+    require_tensor(weight, "weight")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a float tensor, got dtype {weight.dtype}")
+    squared = weight.detach().flatten().double().pow(2)                      # (n,)
+    order = squared.argsort(stable=True)                                     # smallest first
+    ranked = squared[order]
+    at_least_as_large = ranked.flip(0).cumsum(0).flip(0)                      # (n,) sum of this and all larger
+    scores = torch.zeros_like(squared)
+    scores[order] = torch.where(at_least_as_large > 0, ranked / at_least_as_large, torch.zeros_like(ranked))
+    return scores.to(weight.dtype).view_as(weight)

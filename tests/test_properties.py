@@ -225,6 +225,8 @@ CASES = [
                               st.just({"layers.0": "layer"}))}),
     Case(pruning.prune_global, lambda: {"model": mlp(), "sparsity": 0.5},
          {"model": NO_LINEAR, "sparsity": BAD_FRACTION, "layers": NOT_MAPPING.filter(lambda v: v is not None)}),
+    Case(pruning.prune_lamp, lambda: {"model": mlp(), "sparsity": 0.5},
+         {"model": NO_LINEAR, "sparsity": BAD_FRACTION, "layers": NOT_MAPPING.filter(lambda v: v is not None)}),
     Case(pruning.prune_random, lambda: {"model": mlp(), "sparsity": 0.5},
          {"model": NO_LINEAR, "sparsity": BAD_FRACTION, "generator": st.sampled_from([3, "seed", torch.ones(1)]),
           "layers": NOT_MAPPING.filter(lambda v: v is not None)}),
@@ -410,25 +412,26 @@ def test_layerwise_pruning_prunes_round_amount_n_of_every_layer(amount: float) -
 
 
 @settings(max_examples=25, deadline=None)
-@given(amount=FRACTION)
-def test_global_pruning_prunes_round_amount_n_in_all_and_the_smallest(amount: float) -> None:
+@given(level=FRACTION)
+def test_global_pruning_prunes_round_sparsity_n_in_all_and_the_smallest(level: float) -> None:
     model = mlp()
     magnitudes = torch.cat([layer.weight.detach().abs().flatten() for layer in model.layers])
-    pruning.prune_global(model, amount)
+    pruning.prune_global(model, level)
     kept = torch.cat([(layer.weight != 0).flatten() for layer in model.layers])     # at 0: no mask at all
-    assert int((~kept).sum()) == round(amount * magnitudes.numel())
+    assert int((~kept).sum()) == round(level * magnitudes.numel())
     if kept.any() and (~kept).any():
         assert magnitudes[~kept].max() <= magnitudes[kept].min()
 
 
 @settings(max_examples=25, deadline=None)
-@given(targets=st.lists(FRACTION, min_size=1, max_size=4).map(sorted))
-def test_pruning_to_rising_targets_reaches_each(targets: list[float]) -> None:
+@given(levels=st.lists(FRACTION, min_size=1, max_size=4).map(sorted))
+def test_pruning_to_rising_sparsities_reaches_each(levels: list[float]) -> None:
     model = mlp()
     n = sum(layer.weight.numel() for layer in model.layers)
-    for target in targets:
-        pruning.prune_global(model, target)
-        assert abs(pruning.model_sparsity(model) - target) <= 1 / n + 1e-9
+    for level in levels:
+        for prune_fn in (pruning.prune_global, pruning.prune_lamp):
+            prune_fn(model, level)
+            assert abs(pruning.model_sparsity(model) - level) <= 1 / n + 1e-9
 
 
 @settings(max_examples=15, deadline=None)

@@ -356,3 +356,24 @@ def test_random_pruning_reaches_the_total_and_keeps_what_is_zero(mlp):
     assert all(torch.equal(pr.get_masks(mlp)[n], m.weight_mask.bool()) for n, m in linear_layers(mlp).items())
     with pytest.raises(ValueError, match="sparsity must be >= layers.0's current sparsity 0.7500"):
         pr.prune_random(mlp, 0.5)
+
+
+def test_prune_lamp_reaches_the_total_and_never_empties_a_layer():
+    from lessons_lib.pruning import layer_sparsities, model_sparsity, prune_global, prune_lamp
+
+    torch.manual_seed(0)
+    model = MLP((20, 40, 10))
+    with torch.no_grad():
+        model.layers[0].weight.mul_(0.01)                     # a layer of tiny weights: global empties it
+    lamp, glob = copy.deepcopy(model), copy.deepcopy(model)
+    prune_lamp(lamp, 0.9)
+    prune_global(glob, 0.9)
+    assert model_sparsity(lamp) == pytest.approx(0.9, abs=1 / 1200)
+    assert layer_sparsities(glob)["layers.0"] == 1.0          # collapse under one magnitude threshold
+    assert layer_sparsities(lamp)["layers.0"] < 0.99          # LAMP keeps every layer's largest weights
+    prune_lamp(lamp, 0.95)                                     # total semantics, like prune_global
+    assert model_sparsity(lamp) == pytest.approx(0.95, abs=1 / 1200)
+    before = {k: v.clone() for k, v in lamp.state_dict().items()}
+    with pytest.raises(ValueError, match="sparsity must be >= the current sparsity"):
+        prune_lamp(lamp, 0.5)
+    assert all(torch.equal(before[k], v) for k, v in lamp.state_dict().items())

@@ -191,3 +191,22 @@ def test_report_arguments_are_checked():
         sp.n_m_mask(torch.randn(2, 4), True, 4)
     with pytest.raises(TypeError, match="generator must be a CPU torch.Generator or None"):
         sp.random_mask(torch.randn(4), 0.5, generator=3)
+
+
+def test_lamp_scores_by_hand_and_their_invariants():
+    from lessons_lib.sparsity import lamp_scores
+
+    w = torch.tensor([[0.1, -0.3], [0.2, 0.0]])
+    # squares sorted: 0, .01, .04, .09; sums of each and all larger: .14, .14, .13, .09
+    expected = torch.tensor([[0.01 / 0.14, 1.0], [0.04 / 0.13, 0.0]])
+    assert torch.allclose(lamp_scores(w), expected)
+    torch.manual_seed(0)
+    big, small = torch.randn(40, 30), 0.01 * torch.randn(20, 10)
+    for t in (big, small):
+        s = lamp_scores(t)
+        assert s.shape == t.shape and s.max() == 1.0 and (s >= 0).all()
+        assert torch.equal(s.flatten().argsort(stable=True), t.abs().flatten().argsort(stable=True))  # same order
+    assert torch.allclose(lamp_scores(small), lamp_scores(100 * small))                              # scale-free
+    assert torch.equal(lamp_scores(torch.zeros(3)), torch.zeros(3))
+    with pytest.raises(TypeError, match="weight must be a float tensor"):
+        lamp_scores(torch.tensor([1, 2]))

@@ -104,7 +104,8 @@ def test_docstrings_state_the_convention():
 
     from lessons_lib import experiments, pruning, schedules, sparsity, widgets
 
-    fractions = [pruning.prune_layerwise, pruning.prune_random, pruning.prune_global, pruning.prune_per_layer,
+    fractions = [pruning.prune_layerwise, pruning.prune_random, pruning.prune_global, pruning.prune_lamp,
+                 pruning.prune_per_layer,
                  pruning.global_threshold, experiments.allocate_sparsity,
                  experiments.storage_bytes, experiments.error_vs_sparsity, experiments.accuracy_vs_sparsity,
                  experiments.sensitivity_scan, schedules.one_shot_plan, schedules.iterative_plan,
