@@ -596,6 +596,7 @@ def test_check_assignment_messages():
         check_assignment(lambda dense, task: prune.random_unstructured(dense.blocks[0].fc1, "weight", 0.5) and dense)
 
 
+@pytest.mark.slow                       # the whole grader, timings included: an integration test
 def test_check_assignment_grades_a_copy_on_problems_drawn_afresh(capsys, monkeypatch):
     monkeypatch.delenv("PRUNING_GRADER_SEED", raising=False)
     received, public = [], []
@@ -621,6 +622,7 @@ def test_check_assignment_grades_a_copy_on_problems_drawn_afresh(capsys, monkeyp
     assert load_checkpoint().head.weight.abs().sum() > 0
 
 
+@pytest.mark.slow                       # the whole grader, timings included: an integration test
 def test_walking_the_stack_finds_no_model_the_grader_times(monkeypatch):
     monkeypatch.setattr(assignment, "_SEAL", dataclasses.replace(assignment._SEAL, seed_setting="1234"))
     found = []
@@ -686,6 +688,7 @@ def test_a_reference_loaded_through_a_replaced_torch_load_is_refused(monkeypatch
     assert "the dense model loaded now differs" in refusal(prune_to_budget)
 
 
+@pytest.mark.slow                       # the whole grader, timings included: an integration test
 def test_honest_solutions_that_copy_or_save_models_are_graded(monkeypatch, tmp_path):
     import io
     import pickle
