@@ -90,7 +90,8 @@ def test_the_check_finds_a_number_no_cell_shows(tmp_path):
     """The check can fail: a made-up figure in the prose is reported, a printed one is not."""
     notebook = {"cells": [
         {"cell_type": "markdown", "source": ["It stores 8,320 fewer and reaches 97.2% (`amount=0.3`, 2023)."]},
-        {"cell_type": "code", "source": ["print(f'{0.972:.1%}')"], "outputs": [{"output_type": "stream", "text": ["97.2%\n"]}]},
+        {"cell_type": "code", "source": ["print(f'{0.972:.1%}')"],
+         "outputs": [{"output_type": "stream", "text": ["97.2%\n"]}]},
     ]}
     path = tmp_path / "99_made_up.ipynb"
     path.write_text(json.dumps(notebook))
