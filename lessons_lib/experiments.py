@@ -63,7 +63,10 @@ def metric_vs_sparsity(model: nn.Module, sparsities: Sequence[float], prune_fn: 
     results = []
     for s in sparsities:
         pruned = copy_model(model)
-        prune_fn(pruned, s)
+        returned = prune_fn(pruned, s)
+        if isinstance(returned, nn.Module) and not any(returned is m for m in pruned.modules()):
+            raise TypeError(f"prune_fn must prune the model it is given in place; it returned another "
+                            f"{type(returned).__name__}, which would not be measured")
         results.append(metric(pruned))
     return results
 
@@ -181,29 +184,30 @@ def _check_allocation(scan: object, sparsities: object, sizes: object) -> None:
 
 def _ranks(values: torch.Tensor) -> torch.Tensor:
     """Rank of each entry of ``values`` ``(n,)``, 1 = smallest; tied entries share their mean rank."""
-    order = values.argsort(stable=True)
-    ranks = torch.empty(len(values), dtype=torch.float64)
-    ranks[order] = torch.arange(1, len(values) + 1, dtype=torch.float64)
-    for value in values.unique():                          # ties: everyone gets the average
-        tied = values == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+    unique, group, counts = values.unique(return_inverse=True, return_counts=True)   # sorted unique values
+    first = torch.cumsum(counts, 0) - counts                                         # ranks before each group
+    mean_rank = first.double() + (counts.double() + 1) / 2                           # (n_unique,)
+    return mean_rank[group]
 
 
 def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
     """Spearman's rank correlation of two scores ``(n,)`` for the same n units, in [-1, 1]: 1 when
     they order the units the same way, -1 when exactly reversed (ties get their mean rank)."""
     for name, t in (("a", a), ("b", b)):
-        if not isinstance(t, torch.Tensor) or t.dim() != 1 or t.is_complex() or t.dtype == torch.bool:
-            raise TypeError(f"{name} must be a 1-D real torch.Tensor of scores, got "
-                            f"{getattr(t, 'shape', type(t).__name__)}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a 1-D real torch.Tensor of scores, got {type(t).__name__}")
+        if t.dim() != 1 or t.is_complex() or t.dtype == torch.bool:
+            raise TypeError(f"{name} must be a 1-D real torch.Tensor of scores, got dtype {t.dtype}, "
+                            f"shape {tuple(t.shape)}")
         if t.is_floating_point() and t.isnan().any():
             raise ValueError(f"{name} holds NaN: NaN cannot be ranked")
     if a.shape != b.shape or len(a) < 2:
         raise ValueError(f"a and b must score the same units (same length >= 2), got {len(a)} and {len(b)}")
     ra, rb = _ranks(a.detach().cpu()), _ranks(b.detach().cpu())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denominator = (ra.norm() * rb.norm()).item()
+    ca, cb = ra - ra.mean(), rb - rb.mean()
+    denominator = (ca.norm() * cb.norm()).item()
     if denominator == 0:
         raise ValueError("a and b must each hold at least two different scores: a constant has no ranking")
-    return (ra @ rb).item() / denominator
+    if torch.equal(ra, rb) or torch.equal(ra, len(a) + 1 - rb):       # the same or the reversed order: exact
+        return 1.0 if torch.equal(ra, rb) else -1.0
+    return max(-1.0, min(1.0, (ca @ cb).item() / denominator))

@@ -89,8 +89,8 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, head_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, D) -> (B, T, D). ``head_mask`` (H,) scales each head's output (1 = on)."""
         B, T, _ = x.shape
-        if self.n_heads == 0:                                   # every head removed
-            return self.out.bias.expand(B, T, -1)
+        if self.n_heads == 0:                                   # every head removed: out's bias alone
+            return self.out(x.new_zeros(B, T, 0))
 
         def split(t: torch.Tensor) -> torch.Tensor:            # (B, T, H*E) -> (B, H, T, E)
             return t.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)

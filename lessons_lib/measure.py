@@ -97,7 +97,8 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
     ``@``, ``bmm``), convolutions and attention (``scaled_dot_product_attention``: its two
     ``(T, T)`` products per head, in full even when causal); element-wise work (ReLU, softmax,
     LayerNorm, adding a bias) is not counted. ``x``: whatever ``model`` takes, e.g.
-    ``(batch, features)``; the count is for the whole batch.
+    ``(batch, features)``; the count is for the whole batch. The model runs once, in eval mode and
+    without gradients, and is left in the mode it was in.
     """
     from torch.utils import flop_counter
 
@@ -107,8 +108,15 @@ def multiply_adds(model: nn.Module, x: torch.Tensor) -> int:
     cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
     mapping = {} if cpu_attention is None else {
         cpu_attention: lambda query, key, value, *args, **kwargs: flop_counter.sdpa_flop_count(query, key, value)}
-    with flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        model(x)
+    was_training = model.training
+    model.eval()                                   # counting must not update BatchNorm statistics
+    try:
+        with torch.no_grad(), flop_counter.FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+            model(x)
+    except (RuntimeError, IndexError, ValueError, TypeError) as error:
+        raise ValueError(f"model could not run on x of shape {tuple(x.shape)} ({x.dtype}): {error}") from error
+    finally:
+        model.train(was_training)
     return counter.get_total_flops() // 2
 
 

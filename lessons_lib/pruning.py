@@ -102,7 +102,8 @@ def _counts(layer: nn.Linear) -> tuple[int, int, int]:
     """``(entries, zeros, masked)`` of ``layer.weight``: zeros as computed (masked or plain zero
     values, e.g. after ``prune.remove``) and the entries its prune mask switches off."""
     masked = int((layer.weight_mask == 0).sum()) if _pruned_weight(layer) else 0
-    return layer.weight.numel(), int((layer.weight == 0).sum()), masked
+    weight = masked_weight(layer)                        # not `layer.weight`: stale after an optimizer step
+    return weight.numel(), int((weight == 0).sum()), masked
 
 
 def _new_zeros(layers: Mapping[str, nn.Linear], sparsity: object) -> dict[str, int]:
@@ -135,6 +136,8 @@ def prune_layerwise(model: nn.Module, sparsity: float, layers: Mapping[str, nn.L
     :func:`prunable_layers`.
     """
     layers = prunable_layers(model, layers)
+    if not layers:
+        raise ValueError("model must hold at least one Linear layer with weights to prune, got none")
     for name, more in _new_zeros(layers, sparsity).items():
         _prune_smallest(layers[name], more)
 
@@ -146,6 +149,8 @@ def prune_random(model: nn.Module, sparsity: float, generator: torch.Generator |
     ``torch.Generator``). ``layers`` as in :func:`prune_layerwise`.
     """
     layers = prunable_layers(model, layers)
+    if not layers:
+        raise ValueError("model must hold at least one Linear layer with weights to prune, got none")
     plan = _new_zeros(layers, sparsity)
     require_generator(generator)
     for name, more in plan.items():
@@ -228,7 +233,7 @@ def remove_masks(model: nn.Module) -> None:
 def layer_sparsities(model: nn.Module, layers: Mapping[str, nn.Linear] | None = None) -> dict[str, float]:
     """Fraction of zero weights in each layer :func:`prunable_layers` counts, by name. A layer
     with no weights at all (0 heads or 0 FFN neurons left) has no sparsity and is left out."""
-    return {name: tensor_sparsity(layer.weight) for name, layer in prunable_layers(model, layers).items()}
+    return {name: tensor_sparsity(masked_weight(layer)) for name, layer in prunable_layers(model, layers).items()}
 
 
 class LayerSparsity(NamedTuple):
@@ -248,16 +253,17 @@ class LayerSparsity(NamedTuple):
 def sparsity_report(model: nn.Module, layers: Mapping[str, nn.Linear] | None = None) -> list[LayerSparsity]:
     """Zeros per layer, over the weights :func:`prunable_layers` counts (``layers`` if given).
 
-    Works before pruning, while masks are attached (it reads the masked ``weight``) and after
+    Works before pruning, while masks are attached (it reads ``weight_orig * weight_mask``, fresh
+    even right after an optimizer step, when the ``weight`` attribute is stale) and after
     ``prune.remove``. Biases are not counted: pruning methods leave them alone. A layer with no
     weights at all (a GPT layer pruned to 0 heads or 0 FFN neurons) has no sparsity and no row.
     """
     chosen = prunable_layers(model, layers)
     if not chosen:
         raise ValueError(f"model has no Linear layer with weights to report on ({type(model).__name__})")
-    return [LayerSparsity(name or type(layer).__name__, tuple(layer.weight.shape), layer.weight.numel(),
-                          int((layer.weight == 0).sum()))
-            for name, layer in chosen.items()]
+    weights = {name: masked_weight(layer) for name, layer in chosen.items()}      # fresh, masks applied
+    return [LayerSparsity(name or type(layer).__name__, tuple(w.shape), w.numel(), int((w == 0).sum()))
+            for (name, layer), w in zip(chosen.items(), weights.values(), strict=True)]
 
 
 def model_sparsity(model: nn.Module, layers: Mapping[str, nn.Linear] | None = None) -> float:

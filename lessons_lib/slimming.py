@@ -33,7 +33,7 @@ def keep_top(scores: torch.Tensor, n_keep: int) -> torch.Tensor:
     n_keep = require_int(n_keep, "n_keep", 0)
     if n_keep > scores.numel():
         raise ValueError(f"n_keep must be <= the number of units ({scores.numel()}), got {n_keep}")
-    order = torch.sort(-scores, stable=True).indices
+    order = torch.sort(scores, descending=True, stable=True).indices      # ties keep index order
     return order[:n_keep].sort().values.cpu()
 
 

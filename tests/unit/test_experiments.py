@@ -71,3 +71,31 @@ def test_multiply_adds_of_the_gpt_count_its_linear_layers_and_attention():
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     attention = sum(2 * 5 * h * 11 * 11 * 4 for h in (2, 3))
     assert multiply_adds(model, x) == 5 * 11 * linear + attention
+
+
+def test_review_findings_stay_fixed():
+    """Found by an adversarial review: each used to give a wrong answer or an unclear error."""
+    from lessons_lib.gpt import GPT, GPTConfig
+    from lessons_lib.pruning import copy_model, layer_sparsities, prune_layerwise
+    from lessons_lib.slimming import keep_top
+
+    no_heads = GPT(GPTConfig(d_model=16, head_dim=4, heads=[0, 3], ffn=[8, 6], block_size=11))
+    linear = sum(m.weight.numel() for m in no_heads.modules() if isinstance(m, torch.nn.Linear))
+    assert multiply_adds(no_heads, torch.zeros(2, 11, dtype=torch.long)) == 2 * 11 * linear + 2 * 3 * 11 * 11 * 4 * 2
+    assert keep_top(torch.tensor([0, 1, 2], dtype=torch.uint8), 1).tolist() == [2]           # no wrap-around
+    assert keep_top(torch.tensor([-(2 ** 63), 5, 3]), 1).tolist() == [1]
+    a = torch.randn(100, dtype=torch.float64)
+    assert rank_correlation(a, 2 * a + 1) == 1.0 and rank_correlation(a, -a) == -1.0          # exact
+    with pytest.raises(TypeError, match="got ndarray"):
+        rank_correlation(a.numpy(), a)
+    model = MLP((8, 16, 4))
+    prune_layerwise(model, 0.5)
+    with torch.no_grad():
+        model.layers[0].weight_mask.zero_()                  # `weight` is stale until the next forward
+    assert layer_sparsities(model)["layers.0"] == 1.0
+    with pytest.raises(ValueError, match="at least one Linear layer"):
+        prune_layerwise(model, 0.9, layers={})
+    with pytest.raises(TypeError, match="must prune the model it is given in place"):
+        metric_vs_sparsity(model, [0.5], lambda m, s: copy_model(m), model_sparsity)
+    with pytest.raises(ValueError, match=r"model could not run on x of shape \(3, 7\)"):
+        multiply_adds(model, torch.randn(3, 7))
