@@ -16,6 +16,7 @@ model computes exactly what the masked one does (see :func:`slim_mlp` for the pr
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 
 import torch
@@ -124,6 +125,14 @@ def neuron_scores_taylor(model: MLP, x: torch.Tensor, y: torch.Tensor) -> dict[s
             for name, a, g in zip(_hidden_names(model), activations, grads, strict=True)}
 
 
+def neuron_scores_outgoing(model: MLP) -> dict[str, torch.Tensor]:
+    """L2 norm of each hidden neuron's *outgoing* weights: its column in the next layer, what it
+    writes into the rest of the network. Name -> ``(width,)``."""
+    _require_mlp(model)
+    return {name: masked_weight(layer, "weight").norm(dim=0)
+            for name, layer in zip(_hidden_names(model), model.layers[1:], strict=True)}
+
+
 def _check_keep(model: MLP, keep: object) -> dict[int, torch.Tensor]:
     """``keep`` (hidden-layer name -> neuron indices) checked, as hidden-layer index -> indices."""
     if not isinstance(keep, Mapping):
@@ -183,3 +192,37 @@ def slim_mlp(model: MLP, keep: Mapping[str, torch.Tensor], activation: Activatio
     return slim.train(model.training)
 
 
+
+
+@torch.no_grad()
+def slim_mlp_refit(model: MLP, keep: Mapping[str, torch.Tensor], x: torch.Tensor, ridge: float = 1e-4) -> MLP:
+    """:func:`slim_mlp` without folding (removed neurons dropped), then every layer that reads a
+    slimmed layer refit by least squares: the reconstruction view of lesson 01, ``min ||Z - H W'||``.
+
+    Layer by layer on the calibration inputs ``x`` ``(n, features)``: ``H`` ``(n, kept + 1)`` is
+    what the slim model feeds the layer (its kept inputs and a column of ones for the bias), ``Z``
+    ``(n, out)`` the *dense* model's pre-activations for the outputs the layer keeps, and the new
+    weight and bias solve ``torch.linalg.lstsq`` on ``H`` stacked over ``sqrt(lam) * I`` (a ridge
+    term, ``lam = ridge * mean(diag(H^T H))``, which keeps nearly collinear inputs from getting
+    huge weights). Each layer is fitted to the inputs the refitted layers before it produce.
+    ``model`` is not modified.
+    """
+    if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not 0 <= ridge < float("inf"):
+        raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
+    x = _check_features(_require_mlp(model), x)
+    slim = slim_mlp(model, keep)
+    dense_h, slim_h = x, x
+    for i, (dense_layer, slim_layer) in enumerate(zip(model.layers, slim.layers, strict=True)):
+        z = dense_layer(dense_h)                                               # (n, out) dense pre-activations
+        if i > 0 and (f"layers.{i - 1}" in keep):
+            rows = _check_keep(model, keep).get(i, torch.arange(z.shape[1]))   # outputs this layer keeps
+            h = torch.cat([slim_h, slim_h.new_ones(len(slim_h), 1)], dim=1)   # (n, kept + 1)
+            lam = ridge * h.pow(2).sum(dim=0).mean()
+            system = torch.cat([h, lam.sqrt() * torch.eye(h.shape[1], dtype=h.dtype, device=h.device)])
+            target = torch.cat([z[:, rows], z.new_zeros(h.shape[1], len(rows))])
+            solution = torch.linalg.lstsq(system, target).solution            # (kept + 1, out kept)
+            slim_layer.weight.copy_(solution[:-1].T)
+            slim_layer.bias.copy_(solution[-1])
+        if i < len(model.layers) - 1:
+            dense_h, slim_h = F.relu(z), F.relu(slim_layer(slim_h))
+    return slim

@@ -509,3 +509,40 @@ def test_slim_pair_checker_catches_mistakes():
         with pytest.raises(ExerciseFailure) as info:
             check_slim_pair(fn)
         assert expected in str(info.value), (fn, str(info.value))
+
+
+def test_outgoing_norm_scores_read_the_next_layer():
+    from lessons_lib.structured import neuron_scores_outgoing
+
+    model = MLP((4, 6, 5, 3))
+    scores = neuron_scores_outgoing(model)
+    assert torch.allclose(scores["layers.0"], model.layers[1].weight.detach().norm(dim=0))
+    assert torch.allclose(scores["layers.1"], model.layers[2].weight.detach().norm(dim=0))
+    prune.ln_structured(model.layers[1], "weight", amount=0.5, n=2, dim=1)   # masked columns score 0
+    assert (neuron_scores_outgoing(model)["layers.0"] == 0).sum() == 3
+
+
+def test_slim_mlp_refit_recovers_a_neuron_that_another_one_duplicates():
+    """Neuron 1 of layers.0 copies neuron 0: removing it loses nothing a linear refit cannot put back."""
+    from lessons_lib.structured import slim_mlp_refit
+
+    torch.manual_seed(0)
+    model = MLP((6, 8, 4))
+    with torch.no_grad():
+        model.layers[0].weight[1] = model.layers[0].weight[0]
+        model.layers[0].bias[1] = model.layers[0].bias[0]
+        model.layers[1].weight[:, 1] += 1.0                 # so neuron 1 matters
+    x = torch.randn(200, 6)
+    keep = {"layers.0": [0, 2, 3, 4, 5, 6, 7]}
+    refit = slim_mlp_refit(model, keep, x, ridge=0.0)
+    plain = slim_mlp(model, keep)
+    with torch.no_grad():
+        assert (refit(x) - model(x)).abs().max() < 1e-4
+        assert (plain(x) - model(x)).abs().max() > 0.1
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    slim_mlp_refit(model, {"layers.0": [0, 1]}, x)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())   # model unchanged
+    with pytest.raises(ValueError, match=r"keep\['layers.0'\] must hold indices in \[0, 7\]"):
+        slim_mlp_refit(model, {"layers.0": [9]}, x)
+    with pytest.raises(ValueError, match="ridge must be a finite number >= 0, got -1"):
+        slim_mlp_refit(model, keep, x, ridge=-1)
