@@ -6,7 +6,8 @@
 #   make test           ruff, the whole test suite (unit tests + nbval + the exercise versions +
 #                       a real browser), and nbval once more with ATEN_CPU_CAPABILITY=default
 #                       (other float kernels: the cheapest stand-in for another CPU)
-#   make test-fast      the unit tests only (-m "not slow", about 30 s): the edit loop
+#   make test-fast      the unit tests only (-m "not slow", property tests at half their
+#                       examples; under 30 s): the edit loop
 #   make exercises      rebuild exercises/ from notebooks/ after editing a lesson
 #   make teach          JupyterLab on the solved lessons with nbgrader's tools
 #   make student        nbgrader student versions (outputs cleared) in build/student/
@@ -82,7 +83,7 @@ test: lint $(STAMP)
 
 # Leaves out what is marked slow (nbval, notebook runs, nbgrader, browser, checkpoint retraining).
 test-fast: $(DEV_STAMP)
-	$(DEV)/python -m pytest tests -m "not slow" -q
+	PROPERTY_EXAMPLES_SCALE=0.5 $(DEV)/python -m pytest tests -m "not slow" -q
 
 exercises: $(DEV_STAMP)
 	$(DEV)/python scripts/build_exercises.py

@@ -14,6 +14,7 @@ bad value is the only reason a call in the attack fails.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -378,8 +379,16 @@ CASES = [
 PAIRS = [(case, arg) for case in CASES for arg in case.bad]
 
 
+# make test draws the full number of examples; make test-fast scales them down (PROPERTY_EXAMPLES_SCALE)
+SCALE = float(os.environ.get("PROPERTY_EXAMPLES_SCALE", "1"))
+
+
+def examples(n: int) -> int:
+    return max(3, round(n * SCALE))
+
+
 @pytest.mark.parametrize(("case", "arg"), PAIRS, ids=[f"{c.name}-{a}" for c, a in PAIRS])
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_bad_argument_is_refused_and_nothing_changes(case: Case, arg: str, data: st.DataObject) -> None:
     kwargs = case.good()
@@ -402,7 +411,7 @@ def test_good_arguments_are_accepted(case: Case) -> None:
 FRACTION = st.floats(0.0, 1.0)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(amount=FRACTION)
 def test_layerwise_pruning_prunes_round_amount_n_of_every_layer(amount: float) -> None:
     model = mlp()
@@ -411,7 +420,7 @@ def test_layerwise_pruning_prunes_round_amount_n_of_every_layer(amount: float) -
         assert int((layer.weight == 0).sum()) == round(amount * layer.weight.numel())
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(level=FRACTION)
 def test_global_pruning_prunes_round_sparsity_n_in_all_and_the_smallest(level: float) -> None:
     model = mlp()
@@ -423,7 +432,7 @@ def test_global_pruning_prunes_round_sparsity_n_in_all_and_the_smallest(level: f
         assert magnitudes[~kept].max() <= magnitudes[kept].min()
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=examples(25), deadline=None)
 @given(levels=st.lists(FRACTION, min_size=1, max_size=4).map(sorted))
 def test_pruning_to_rising_sparsities_reaches_each(levels: list[float]) -> None:
     model = mlp()
@@ -434,7 +443,7 @@ def test_pruning_to_rising_sparsities_reaches_each(levels: list[float]) -> None:
             assert abs(pruning.model_sparsity(model) - level) <= 1 / n + 1e-9
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=examples(15), deadline=None)
 @given(amount=FRACTION)
 def test_masks_move_between_models_unchanged(amount: float) -> None:
     source, target = mlp(), mlp()
