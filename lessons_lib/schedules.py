@@ -170,7 +170,7 @@ class ScheduleComparison(NamedTuple):
     init_state: dict[str, torch.Tensor]            # the dense model's weights before training
 
 
-METHODS = ("no fine-tuning", "one-shot", "iterative", "cubic")
+METHODS = ("no fine-tuning", "one-shot", "one-shot layer-wise", "iterative", "cubic")
 
 
 def compare_schedules(data: Split, seeds: Sequence[int], sparsities: Sequence[float], epochs: int = 30,
@@ -180,6 +180,8 @@ def compare_schedules(data: Split, seeds: Sequence[int], sparsities: Sequence[fl
 
     - "no fine-tuning": one-shot global pruning, nothing else;
     - "one-shot": the same mask, then ``epochs`` of fine-tuning;
+    - "one-shot layer-wise": one-shot too, but every layer pruned to the same sparsity
+      (:func:`pruning.prune_layerwise`), then ``epochs`` of fine-tuning: the control for scope;
     - "iterative": :func:`iterative_plan` with ``steps`` steps over the same ``epochs``;
     - "cubic": :func:`cubic_plan` with ``2 * steps`` steps, ending two thirds of the way.
 
@@ -189,7 +191,7 @@ def compare_schedules(data: Split, seeds: Sequence[int], sparsities: Sequence[fl
 
     Each run is what :func:`train_with_plan` gives alone (up to float rounding), but all runs of
     a phase train together (:func:`training.train_together`), which is what lets 5 seeds x 4
-    sparsities x 3 schedules run in well under a minute on one CPU core.
+    sparsities x 4 methods run in well under a minute on one CPU core.
     """
     for name, values in (("seeds", seeds), ("sparsities", sparsities)):
         if not is_sequence(values):
@@ -211,18 +213,19 @@ def compare_schedules(data: Split, seeds: Sequence[int], sparsities: Sequence[fl
         init_states.append({k: v.clone() for k, v in dense[-1].state_dict().items()})
     train_together(dense, data, pretrain_epochs, seeds, progress=progress, desc="dense models")
 
-    plans = {"one-shot": one_shot_plan, "iterative": lambda s: iterative_plan(s, epochs, steps),
+    plans = {"one-shot": one_shot_plan, "one-shot layer-wise": one_shot_plan,
+             "iterative": lambda s: iterative_plan(s, epochs, steps),
              "cubic": lambda s: cubic_plan(s, epochs, 2 * steps)}
-    runs = []                                      # (seed index, method, target, model, plan)
+    runs = []                                      # (seed index, method, sparsity, model, plan)
     for i in range(len(seeds)):
         runs.append((i, "control", None, copy.deepcopy(dense[i]), {}))
         runs += [(i, method, target, copy.deepcopy(dense[i]), dict(plan(target)))
                  for target in sparsities for method, plan in plans.items()]
 
     def prune_on_schedule(epoch: int) -> None:
-        for _, _, _, model, plan in runs:
+        for _, method, _, model, plan in runs:
             if epoch in plan:
-                prune_global(model, plan[epoch])
+                (prune_layerwise if method == "one-shot layer-wise" else prune_global)(model, plan[epoch])
 
     train_together([run[3] for run in runs], data, epochs, [seeds[run[0]] + 1000 for run in runs],
                    on_epoch_start=prune_on_schedule, progress=progress, desc="fine-tuning")

@@ -88,7 +88,10 @@ def test_compare_schedules_small(data):
     results = compare_schedules(data, seeds=[0, 1], sparsities=[0.5], epochs=3, steps=1, pretrain_epochs=3)
     assert [r.seed for r in results] == [0, 1]
     for result in results:
-        assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "iterative", "cubic")}
+        assert set(result.accuracy) == {(m, 0.5) for m in ("no fine-tuning", "one-shot", "one-shot layer-wise",
+                                                           "iterative", "cubic")}
+        layerwise = result.masks["one-shot layer-wise", 0.5]                 # every layer at 50% on its own
+        assert all(abs(float(m.float().mean()) - 0.5) < 1e-3 for m in layerwise.values())
         assert all(0 <= a <= 1 for a in result.accuracy.values()) and result.control >= 0.8
         for masks in result.masks.values():
             kept = sum(int(m.sum()) for m in masks.values())
