@@ -113,11 +113,15 @@ def _sanitize(text: str) -> str:
 
 
 def _shown(outputs: list) -> list[tuple[str, str]]:
-    """What nbval compares: stream text and the plain text of results and displays."""
+    """What nbval compares: stream text (consecutive chunks of one stream joined, as nbval does) and the
+    plain text of results and displays."""
     shown = []
     for out in outputs:
         if out.output_type == "stream":
-            shown.append((out.name, _sanitize(out.text)))
+            if shown and shown[-1][0] == out.name:       # the kernel may send one print in two chunks
+                shown[-1] = (out.name, shown[-1][1] + _sanitize(out.text))
+            else:
+                shown.append((out.name, _sanitize(out.text)))
         elif out.output_type in ("display_data", "execute_result"):
             shown.append((out.output_type, _sanitize(out.data.get("text/plain", ""))))
         else:
