@@ -18,7 +18,7 @@ FFN neurons) has nothing to prune: it is skipped, and has no entry in :func:`lay
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
@@ -163,32 +163,10 @@ def prune_random(model: nn.Module, sparsity: float, generator: torch.Generator |
             prune.custom_from_mask(layer, "weight", keep.view_as(layer.weight))
 
 
-def prune_global(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
-    """Bring the layers *together* to ``sparsity`` (a total fraction in [0, 1]): one magnitude threshold
-    for all of them (``prune.global_unstructured``), so each layer ends at its own sparsity.
-    ``round(sparsity * N)`` of their ``N`` weights are zero afterwards; zeros already there
-    count. ``layers`` as in :func:`prune_layerwise`.
-    """
-    layers = prunable_layers(model, layers)
-    if not layers:
-        raise ValueError("model must hold at least one Linear layer with weights to prune, got none")
-    sparsity = require_fraction(sparsity, "sparsity")
-    n, zeros, masked = (sum(c) for c in zip(*(_counts(layer) for layer in layers.values()), strict=True))
-    if sparsity * n < zeros - 1:
-        raise ValueError(f"sparsity must be >= the current sparsity {zeros / n:.4f} of these layers (masks are "
-                         f"never undone), got {sparsity}")
-    want = round(sparsity * n)
-    if want > zeros:          # the smallest unmasked magnitudes go first, plain zeros among them
-        prune.global_unstructured([(layer, "weight") for layer in layers.values()],
-                                  pruning_method=prune.L1Unstructured, amount=want - masked)
-
-
-def prune_lamp(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
-    """Like :func:`prune_global` (one threshold, total ``sparsity``, a fraction in [0, 1]), but
-    ranking the weights by :func:`sparsity.lamp_scores` of their layer instead of ``|w|``: a
-    layer of small weights is no longer emptied, because its largest weight scores 1 like every
-    layer's. The scores are read from the current (masked) weights, so zeros go first.
-    """
+def _prune_together(model: nn.Module, sparsity: object, layers: Mapping[str, nn.Linear] | None,
+                    scores: Callable[[nn.Linear], torch.Tensor] | None) -> None:
+    """One global threshold over ``layers`` up to the total ``sparsity``: the lowest ``scores(layer)``
+    (``|w|`` when ``None``) among the unmasked weights go first, plain zeros among them."""
     layers = prunable_layers(model, layers)
     if not layers:
         raise ValueError("model must hold at least one Linear layer with weights to prune, got none")
@@ -199,9 +177,28 @@ def prune_lamp(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear
                          f"never undone), got {sparsity}")
     want = round(sparsity * n)
     if want > zeros:
-        scores = {(layer, "weight"): lamp_scores(masked_weight(layer)) for layer in layers.values()}
-        prune.global_unstructured(list(scores), pruning_method=prune.L1Unstructured, amount=want - masked,
-                                  importance_scores=scores)
+        importance = None if scores is None else {(layer, "weight"): scores(layer) for layer in layers.values()}
+        prune.global_unstructured([(layer, "weight") for layer in layers.values()],
+                                  pruning_method=prune.L1Unstructured, amount=want - masked,
+                                  importance_scores=importance)
+
+
+def prune_global(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
+    """Bring the layers *together* to ``sparsity`` (a total fraction in [0, 1]): one magnitude threshold
+    for all of them (``prune.global_unstructured``), so each layer ends at its own sparsity.
+    ``round(sparsity * N)`` of their ``N`` weights are zero afterwards; zeros already there
+    count. ``layers`` as in :func:`prune_layerwise`.
+    """
+    _prune_together(model, sparsity, layers, scores=None)
+
+
+def prune_lamp(model: nn.Module, sparsity: float, layers: Mapping[str, nn.Linear] | None = None) -> None:
+    """Like :func:`prune_global` (one threshold, total ``sparsity``, a fraction in [0, 1]), but
+    ranking the weights by :func:`sparsity.lamp_scores` of their layer instead of ``|w|``: a
+    layer of small weights is no longer emptied, because its largest weight scores 1 like every
+    layer's. The scores are read from the current (masked) weights, so zeros go first.
+    """
+    _prune_together(model, sparsity, layers, scores=lambda layer: lamp_scores(masked_weight(layer)))
 
 
 def prune_per_layer(model: nn.Module, sparsities: Mapping[str, float]) -> None:
