@@ -211,11 +211,12 @@ def slim_mlp_refit(model: MLP, keep: Mapping[str, torch.Tensor], x: torch.Tensor
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge!r}")
     x = _check_features(_require_mlp(model), x)
     slim = slim_mlp(model, keep)
+    kept = _check_keep(model, keep)                                            # hidden-layer index -> indices
     dense_h, slim_h = x, x
     for i, (dense_layer, slim_layer) in enumerate(zip(model.layers, slim.layers, strict=True)):
         z = dense_layer(dense_h)                                               # (n, out) dense pre-activations
-        if i > 0 and (f"layers.{i - 1}" in keep):
-            rows = _check_keep(model, keep).get(i, torch.arange(z.shape[1]))   # outputs this layer keeps
+        if i - 1 in kept:                                                      # it reads a slimmed layer
+            rows = kept.get(i, torch.arange(z.shape[1]))                       # outputs this layer keeps
             h = torch.cat([slim_h, slim_h.new_ones(len(slim_h), 1)], dim=1)   # (n, kept + 1)
             lam = ridge * h.pow(2).sum(dim=0).mean()
             system = torch.cat([h, lam.sqrt() * torch.eye(h.shape[1], dtype=h.dtype, device=h.device)])
