@@ -1,4 +1,4 @@
-"""Reproduce lessons 06-07's transformer results, over 3 seeds, and check the targets.
+"""Reproduce lessons 06-08's transformer results, over 3 seeds, and check the targets.
 
     python benchmarks/transformer_results.py     # ~7 min on one thread; writes benchmarks/results/transformer.md
 
@@ -88,7 +88,7 @@ def main() -> None:
     with torch.no_grad():
         speedup = latency_ms(lambda: dense(batch)) / latency_ms(lambda: struct[300][0]["model"](batch))
 
-    lines = ["# Transformer results (lessons 06-07)", "",
+    lines = ["# Transformer results (lessons 06-08)", "",
              f"Dense checkpoint: {dense_em:.1f}% test exact match (2,000 held-out problems). Means over "
              f"{len(SEEDS)} seeds (calibration batch / fine-tuning order).", "",
              "## Without retraining: per-row magnitude vs Wanda-style |W|·‖X‖", "",

@@ -44,7 +44,7 @@ imports and checks it):
   ``gpt_structured`` (the tiny GPT, its addition task, its heads and FFN neurons)
 - teaching: ``plots``, ``widgets`` (explorers that call the functions above and do no maths of
   their own), ``checks`` (exercise checkers; importing it loads no GPT and no scikit-learn),
-  ``assignment`` (lesson 08's rules and grader)
+  ``assignment`` (lesson 09's rules and grader)
 
 Importing the package has no side effects: nothing is seeded, trained or drawn.
 """

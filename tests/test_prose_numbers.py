@@ -22,12 +22,12 @@ CITATION = re.compile(r"\(?[A-Z][a-zA-Z&. ,]+(?:et al\.)?,? (?:19|20)\d\d\)?")
 # notebook prefix -> {number as quoted: where it comes from}
 ALLOWED = {
     "00": {"3.10": "the oldest Python the series supports (pyproject.toml requires-python)",
-           "40%": "lesson 08's parameter budget, lessons_lib.assignment.BUDGET, printed by lesson 08"},
+           "40%": "lesson 09's parameter budget, lessons_lib.assignment.BUDGET, printed by lesson 09"},
     "02": {"95.0%": "benchmarks/results/pruning.md, layer-wise one-shot + 30 epochs at 95%, 5 seeds",
            "64.6%": "benchmarks/results/pruning.md, layer-wise one-shot + 30 epochs at 98%, 5 seeds",
            "88.4%": "benchmarks/results/pruning.md, global one-shot + 30 epochs at 95%, 5 seeds",
            "18.3%": "benchmarks/results/pruning.md, global one-shot + 30 epochs at 98%, 5 seeds"},
-    "08": {"2,000": "the grader's held-out problems per draw, lessons_lib.assignment, printed in its table"},
+    "09": {"2,000": "the grader's held-out problems per draw, lessons_lib.assignment, printed in its table"},
 }
 
 
