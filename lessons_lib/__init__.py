@@ -36,7 +36,8 @@ imports and checks it):
 - util: ``validate`` (argument checks), ``repro`` (seeds, threads), ``progress`` (progress bars)
 - core, on torch alone: ``sparsity`` (masks on one tensor: magnitude, random, N:M, Wanda),
   ``pruning`` (masks on a whole model), ``slimming`` (removing units: ``slim_linear``,
-  ``keep_top``), ``measure`` (parameters, multiply-adds, bytes, latency; a leaf that imports only
+  ``keep_top``), ``reconstruction`` (OBS and SparseGPT: masks chosen and the kept weights
+  updated from a layer's Hessian), ``measure`` (parameters, multiply-adds, bytes, latency; a leaf that imports only
   ``validate``)
 - course material: ``data``, ``models``, ``training`` (the digits MLP and its trained copy),
   ``schedules`` (one-shot, iterative and cubic plans), ``experiments`` (curves, scans and

@@ -16,7 +16,7 @@ import lessons_lib
 PACKAGE = Path(lessons_lib.__file__).parent
 LAYERS = {
     "util": ["validate", "repro", "progress"],
-    "core": ["sparsity", "pruning", "slimming", "measure"],
+    "core": ["sparsity", "pruning", "slimming", "reconstruction", "measure"],
     "course": ["data", "models", "training", "schedules", "experiments", "structured", "gpt", "tasks",
                "gpt_structured"],
     "teaching": ["plots", "widgets", "checks", "assignment"],
