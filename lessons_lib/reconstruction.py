@@ -123,12 +123,13 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
                     damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """SparseGPT-style pruning of ``weight`` (out, in) with ``hessian`` (in, in): columns in order,
     in blocks of ``block_size``. At the start of a block, each row drops its share of its
-    ``round(sparsity * in)`` weights (``round(sparsity * end) - round(sparsity * start)``), those of lowest saliency ``w² / [U]_jj²`` in the block
-    (``U`` the upper Cholesky factor of ``H⁻¹``, so ``U_jj²`` is ``H⁻¹``'s diagonal with the
-    columns to the left already fixed); with ``n_m=(n, m)`` instead, the ``n`` lowest of every
-    ``m`` consecutive columns. Then column by column, the error of zeroing (or keeping) it is
-    spread over the columns to its right. Give exactly one of ``sparsity`` and ``n_m``.
-    Returns ``(new weight, mask)`` like :func:`obs_prune`; ``weight`` is not modified."""
+    ``round(sparsity * in)`` weights (``round(sparsity * end) - round(sparsity * start)``): those
+    of lowest saliency ``w² / U_jj²`` in the block (``U`` the upper Cholesky factor of ``H⁻¹``,
+    so ``U_jj²`` is ``[H⁻¹]_jj`` with the columns to the left already fixed). With
+    ``n_m=(n, m)`` instead, the ``n`` lowest of every ``m`` consecutive columns. Then column by
+    column, the error of zeroing (or keeping) it is spread over the columns to its right. Give
+    exactly one of ``sparsity`` and ``n_m``. Returns ``(new weight, mask)`` like
+    :func:`obs_prune`; ``weight`` is not modified."""
     weight, hessian = _check_weight_hessian(weight, hessian)
     if (sparsity is None) == (n_m is None):
         raise ValueError(f"give exactly one of sparsity and n_m, got sparsity={sparsity!r}, n_m={n_m!r}")
