@@ -87,7 +87,8 @@ class Attention(nn.Module):
         self.out = nn.Linear(n_heads * head_dim, d_model)
 
     def forward(self, x: torch.Tensor, head_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, T, D) -> (B, T, D). ``head_mask`` (H,) scales each head's output (1 = on)."""
+        """x: (B, T, D) -> (B, T, D). ``head_mask`` scales each head's output (1 = on): ``(H,)``
+        for the whole batch, or ``(B, H)``, one mask per example (per-example head gradients)."""
         B, T, _ = x.shape
         if self.n_heads == 0:                                   # every head removed: out's bias alone
             return self.out(x.new_zeros(B, T, 0))
@@ -98,7 +99,7 @@ class Attention(nn.Module):
         heads = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(x)), split(self.v(x)),
                                                is_causal=True)   # (B, H, T, E)
         if head_mask is not None:
-            heads = heads * head_mask.view(1, -1, 1, 1)
+            heads = heads * head_mask.view(-1 if head_mask.dim() == 2 else 1, self.n_heads, 1, 1)
         return self.out(heads.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
@@ -133,7 +134,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(config.d_model, config.vocab_size)
 
     def forward(self, idx: torch.Tensor, head_masks: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """idx: (B, T) token ids -> logits (B, T, vocab). ``head_masks``: one (H,) per layer."""
+        """idx: (B, T) token ids -> logits (B, T, vocab). ``head_masks``: one (H,) or (B, H) per layer."""
         self._check_inputs(idx, head_masks)
         B, T = idx.shape
         if self.config.block_size < T:
@@ -166,8 +167,11 @@ class GPT(nn.Module):
         if head_masks is None:
             return
         shapes = [getattr(m, "shape", None) for m in head_masks] if isinstance(head_masks, (list, tuple)) else None
-        if shapes != [(h,) for h in self.config.heads]:
-            raise ValueError(f"head_masks must be a list of one (H,) tensor per layer, H = {self.config.heads}")
+        batch = idx.shape[0]
+        if shapes is None or len(shapes) != len(self.config.heads) or any(
+                shape not in ((h,), (batch, h)) for shape, h in zip(shapes, self.config.heads, strict=True)):
+            raise ValueError(f"head_masks must be a list of one (H,) or (B, H) tensor per layer, H = "
+                             f"{self.config.heads}, B = {batch}; got shapes {shapes}")
 
 
 def save_gpt(model: GPT) -> dict:

@@ -21,7 +21,7 @@ from .gpt import GPT, GPTConfig, allow_empty_layers, head_slice
 from .pruning import masked_weight
 from .slimming import keep_top, refuse_foreign_hooks, slim_linear
 from .tasks import answer_loss
-from .validate import require_gradients, require_indices
+from .validate import require_bool, require_gradients, require_indices
 
 # --- checks ---------------------------------------------------------------------------------------
 
@@ -166,22 +166,40 @@ def slim_gpt(model: GPT, keep_heads: Mapping[str, Sequence[int]] | None = None,
 
 # --- scores ---------------------------------------------------------------------------------------
 
-def head_scores_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Head-mask gradient, after Michel et al. (2019), "Are Sixteen Heads Really Better than
-    One?": the absolute gradient of the answer loss on the batch ``x`` ``(B, T)``, ``y``
-    ``(B, A)`` with respect to a head mask of ones. ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)``
-    for a layer without heads). The parameters' ``.grad`` are left as they were."""
+def head_scores_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor,
+                         per_example: bool = True) -> dict[str, torch.Tensor]:
+    """Head importance of Michel et al. (2019), "Are Sixteen Heads Really Better than One?":
+    ``I_h = E_x |∂L(x)/∂ξ_h|``, the mean over the problems of ``x`` ``(B, T)``, ``y`` ``(B, A)`` of
+    the *absolute per-problem* gradient of the answer loss with respect to a head mask ``ξ`` of
+    ones, then divided by its L2 norm within each layer, as the paper does. One backward pass:
+    each problem gets its own ``(B, H)`` mask, so ``∂(sum of losses)/∂ξ[b]`` is problem b's.
+
+    ``per_example=False`` takes ``|∂(mean loss)/∂ξ_h|`` instead (the gradient of the batch loss),
+    where per-problem gradients of opposite sign cancel: lesson 08 shows what that does.
+    ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)`` for a layer without heads; all zeros stay zeros).
+    The parameters' ``.grad`` are left as they were."""
     require_gradients("head_scores_gradient")
     _require_gpt(model)
     x = _check_tokens(model, x)
     y = _check_answers(model, x, y)
+    per_example = require_bool(per_example, "per_example")
     like = model.tok_emb.weight
-    masks = [torch.ones(h, dtype=like.dtype, device=like.device, requires_grad=True) for h in model.config.heads]
+    masks = [torch.ones((len(x), h) if per_example else (h,), dtype=like.dtype, device=like.device,
+                        requires_grad=True) for h in model.config.heads]
     with torch.enable_grad():
-        loss = answer_loss(model, x, y, masks)
+        logits = model(x, masks)[:, -y.shape[1]:]                                   # (B, A, vocab)
+        losses = nn.functional.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)   # (B,)
+        loss = losses.sum() if per_example else losses.mean()
         grads = torch.autograd.grad(loss, masks, allow_unused=True) if loss.requires_grad else [None] * len(masks)
-    return {name: torch.zeros(m.shape, dtype=m.dtype, device=m.device) if g is None else g.abs().detach()
-            for name, m, g in zip(head_names(model), masks, grads, strict=True)}
+    scores = []
+    for h, grad in zip(model.config.heads, grads, strict=True):
+        if grad is None:
+            scores.append(torch.zeros(h, dtype=like.dtype, device=like.device))
+            continue
+        score = grad.abs().mean(0) if per_example else grad.abs()                    # (H,)
+        norm = score.norm()
+        scores.append((score / norm if norm > 0 else score).detach())
+    return dict(zip(head_names(model), scores, strict=True))
 
 
 @torch.no_grad()

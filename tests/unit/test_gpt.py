@@ -259,7 +259,7 @@ def test_scoring_checks_tokens_and_answers():
         (lambda: train_on_task(model, task, 1, weight_decay=-1), ValueError, "weight_decay must be >= 0"),
         (lambda: train_on_task(model, (task.x_train, task.y_train), 1), TypeError, "task must be a tasks.Addition"),
         (lambda: model(torch.zeros(2, 5)), ValueError, "idx must be a 2-D int64 tensor"),
-        (lambda: model(x, [torch.ones(4)]), ValueError, r"head_masks must be a list of one \(H,\) tensor per layer"),
+        (lambda: model(x, [torch.ones(4)]), ValueError, r"head_masks must be a list of one \(H,\) or \(B, H\)"),
     ]:
         with pytest.raises(error, match=message):
             call()

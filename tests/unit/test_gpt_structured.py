@@ -388,7 +388,7 @@ BAD_GPT = [
     (ffn_neuron_scores, (_gpt(), XG.double()), TypeError, "x must hold int token ids"),
     (ffn_neuron_scores, (_gpt(), torch.zeros(2, 17, dtype=torch.long)), ValueError, r"x must have shape \(batch,"),
     (ffn_neuron_scores, (_gpt(), None), TypeError, "x must be a torch.Tensor of token ids"),
-    (answer_loss, (_gpt(), XG, YG, [torch.ones(2)]), ValueError, r"head_masks must be a list of one \(H,\) tensor"),
+    (answer_loss, (_gpt(), XG, YG, [torch.ones(2)]), ValueError, r"list of one \(H,\) or \(B, H\) tensor"),
     (answer_loss, (_gpt(), XG, YG, "ones"), ValueError, r"head_masks must be a list"),
     (answer_loss, (_gpt(), XG, YG, [torch.ones(2), torch.ones(2)]), ValueError, r"H = \[2, 3\]"),
     # keep_top, head_slice
@@ -473,3 +473,46 @@ def test_slim_gpt_to_drops_the_heads_and_neurons_that_do_nothing():
     assert torch.equal(slim.blocks[1].attn.q.weight, dense.blocks[1].attn.q.weight)   # layer 1 keeps all 4
     with torch.no_grad():                                            # and removing them changed nothing
         assert torch.allclose(slim(x), dense(x), atol=1e-5)
+
+
+# --- Michel et al.'s score: per-problem absolute gradients, normalised per layer ------------------
+
+def _loss_of_one(model, x, y, masks):
+    logits = model(x, masks)[:, -y.shape[1]:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def test_head_gradient_is_the_mean_absolute_per_problem_gradient_normalised_per_layer():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[3, 2], ffn=[8, 8], block_size=11)).double()
+    x, y = torch.randint(0, 12, (7, 11)), torch.randint(0, 10, (7, 4))
+    per_problem = []                                      # the definition, one backward pass per problem
+    for b in range(len(x)):
+        masks = [torch.ones(h, dtype=torch.float64, requires_grad=True) for h in (3, 2)]
+        per_problem.append(torch.autograd.grad(_loss_of_one(model, x[b:b + 1], y[b:b + 1], masks), masks))
+    expected = [torch.stack([g[i] for g in per_problem]).abs().mean(0) for i in range(2)]
+    expected = [e / e.norm() for e in expected]
+    scores = head_scores_gradient(model, x, y)
+    assert all(torch.allclose(s, e, atol=1e-12) for s, e in zip(scores.values(), expected, strict=True))
+    assert all(s.norm().item() == pytest.approx(1.0) for s in scores.values())
+    # the batch-gradient variant: |mean of the per-problem gradients|, where signs cancel
+    batch = [torch.stack([g[i] for g in per_problem]).mean(0).abs() for i in range(2)]
+    batch = [b / b.norm() for b in batch]
+    cancelled = head_scores_gradient(model, x, y, per_example=False)
+    assert all(torch.allclose(s, e, atol=1e-12) for s, e in zip(cancelled.values(), batch, strict=True))
+
+
+def test_a_per_problem_head_mask_equals_the_shared_mask_when_rows_agree():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(d_model=16, head_dim=4, heads=[3, 2], ffn=[8, 8], block_size=11))
+    x = torch.randint(0, 12, (5, 11))
+    shared = [torch.tensor([1.0, 0.0, 1.0]), torch.tensor([0.0, 1.0])]
+    per_row = [m.expand(5, -1).clone() for m in shared]
+    per_row[0][2] = torch.tensor([0.0, 1.0, 1.0])                 # problem 2 gets its own mask
+    with torch.no_grad():
+        out_shared, out_rows = model(x, shared), model(x, per_row)
+        alone = model(x[2:3], [per_row[0][2], shared[1]])
+    assert torch.equal(out_shared[[0, 1, 3, 4]], out_rows[[0, 1, 3, 4]])
+    assert torch.allclose(out_rows[2], alone[0], atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(H,\) or \(B, H\)"):
+        model(x, [torch.ones(4, 3), torch.ones(2)])              # B = 5, not 4
