@@ -52,3 +52,84 @@ def test_answer_loss_is_cross_entropy_on_the_answer_digits_only():
     em, loss = evaluate(oracle, x, y)
     assert em == 1.0 and loss == pytest.approx(F.cross_entropy(torch.tensor([[5.0] + [0.0] * 11]),
                                                                torch.tensor([0])).item(), rel=1e-5)
+
+
+# --- fine-tuning and distillation ----------------------------------------------------------------
+
+def _tiny(seed=0, heads=(2, 2)):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(d_model=16, head_dim=4, heads=list(heads), ffn=[16, 16], block_size=8))
+
+
+def _small_task():
+    return addition_task(2, n_train=400, n_val=20, n_test=50, seed=0)
+
+
+def test_distillation_with_no_teacher_terms_is_training_on_the_answers():
+    from lessons_lib.tasks import distill_on_task, train_on_task
+    task = _small_task()
+    trained, distilled, teacher = _tiny(), _tiny(), _tiny(seed=1)
+    a = train_on_task(trained, task, 5, batch_size=32, seed=3, progress=False)
+    b = distill_on_task(distilled, teacher, task, 5, alpha=0.0, batch_size=32, seed=3, progress=False)
+    assert a == b
+    assert all(torch.equal(p, q) for p, q in zip(trained.parameters(), distilled.parameters(), strict=True))
+
+
+def test_a_student_equal_to_its_teacher_starts_at_zero_distillation_loss():
+    from lessons_lib.tasks import distill_on_task
+    task, teacher = _small_task(), _tiny()
+    student = _tiny()
+    losses = distill_on_task(student, teacher, task, 1, alpha=1.0, hidden_weight=1.0, batch_size=32,
+                             progress=False)
+    assert losses[0] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_distillation_pulls_the_student_towards_the_teacher():
+    from lessons_lib.tasks import distill_on_task
+    task, teacher, student = _small_task(), _tiny(seed=1), _tiny(seed=2)
+
+    def gap():
+        with torch.no_grad():
+            s, t = student(task.x_val)[:, -3:], teacher(task.x_val)[:, -3:]
+        return F.kl_div(F.log_softmax(s, -1), F.log_softmax(t, -1), log_target=True, reduction="batchmean").item()
+
+    before = gap()
+    before_params = [p.clone() for p in teacher.parameters()]
+    distill_on_task(student, teacher, task, 60, temperature=1.0, alpha=1.0, batch_size=64, progress=False)
+    assert gap() < 0.5 * before
+    assert all(torch.equal(p, q) for p, q in zip(teacher.parameters(), before_params, strict=True))   # only read
+
+
+def test_lr_decay_changes_training_and_ends_at_a_learning_rate_of_zero():
+    from lessons_lib.tasks import train_on_task
+    task = _small_task()
+    constant, decayed = _tiny(), _tiny()
+    train_on_task(constant, task, 4, batch_size=32, progress=False)
+    losses = train_on_task(decayed, task, 4, batch_size=32, progress=False, lr_decay=True)
+    assert len(losses) == 4
+    assert not all(torch.equal(p, q) for p, q in zip(constant.parameters(), decayed.parameters(), strict=True))
+    # the first step is the same (the decay starts after it)
+    first_constant, first_decayed = _tiny(), _tiny()
+    train_on_task(first_constant, task, 1, batch_size=32, progress=False)
+    train_on_task(first_decayed, task, 1, batch_size=32, progress=False, lr_decay=True)
+    assert all(torch.equal(p, q) for p, q in zip(first_constant.parameters(), first_decayed.parameters(), strict=True))
+
+
+@pytest.mark.parametrize(("kwargs", "error", "message"), [
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
+    ({"alpha": -0.1}, ValueError, "alpha"),
+    ({"hidden_weight": -1.0}, ValueError, "hidden_weight"),
+    ({"teacher": "dense"}, TypeError, "teacher must be a torch.nn.Module"),
+    ({"teacher": torch.nn.Linear(2, 2), "hidden_weight": 1.0}, ValueError, "same number of .blocks"),
+    ({"lr_decay": "yes"}, TypeError, "lr_decay"),
+    ({"steps": 0}, ValueError, "steps"),
+])
+def test_distillation_refuses_bad_arguments_and_changes_nothing(kwargs, error, message):
+    from lessons_lib.tasks import distill_on_task
+    task, student = _small_task(), _tiny()
+    before = [p.clone() for p in student.parameters()]
+    arguments = {"teacher": _tiny(seed=1), "steps": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        distill_on_task(student, arguments.pop("teacher"), task, arguments.pop("steps"), progress=False, **arguments)
+    assert all(torch.equal(p, q) for p, q in zip(student.parameters(), before, strict=True))
