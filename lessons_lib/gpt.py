@@ -172,6 +172,9 @@ class GPT(nn.Module):
                 shape not in ((h,), (batch, h)) for shape, h in zip(shapes, self.config.heads, strict=True)):
             raise ValueError(f"head_masks must be a list of one (H,) or (B, H) tensor per layer, H = "
                              f"{self.config.heads}, B = {batch}; got shapes {shapes}")
+        dtype = self.tok_emb.weight.dtype
+        if any(m.dtype != dtype for m in head_masks):
+            raise ValueError(f"head_masks must have the model's dtype {dtype}, got {[m.dtype for m in head_masks]}")
 
 
 def save_gpt(model: GPT) -> dict:

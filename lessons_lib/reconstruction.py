@@ -9,17 +9,19 @@ Optimal Brain Surgeon (Hassibi & Stork, 1993) minimises it exactly for one weigh
 - removing weight ``j`` costs at least ``w_j² / [H⁻¹]_jj`` (its **saliency**), and
 - the best change to the rest of the row is ``Δw = -(w_j / [H⁻¹]_jj) · H⁻¹[j, :]``.
 
-With a *diagonal* H (``H_jj = ||X_j||²``) the saliency is ``(|w_j| · ||X_j||)²``: Wanda's score
-squared (Sun et al., 2023), which therefore ranks like OBS without the off-diagonal terms and
-without any update. Two ways to prune a whole layer with the full H are here:
+With a *diagonal* H (``H_jj = ||X_j||²``, no damping) the saliency is ``(|w_j| · ||X_j||)²``:
+Wanda's score squared (Sun et al., 2023), and the update leaves the rest of the row alone, so
+greedy OBS row by row then picks exactly Wanda's per-row mask. Two ways to prune a whole layer with the full H are here:
 
 - :func:`obs_prune`: OBS greedily, one weight at a time in every row, ``H⁻¹`` updated after
-  each removal (the row-wise exact solver of Frantar & Alistarh, "Optimal Brain Compression",
-  2022). Exact and slow: one step per weight removed per row.
+  each removal (the row-wise solver of Frantar & Alistarh, "Optimal Brain Compression", 2022).
+  Each step is exact; the sequence is greedy. One ``(in, in)`` inverse per row and one update of
+  it per removed weight: ``out · k · in²`` work for ``k`` removals per row.
 - :func:`sparsegpt_prune`: the SparseGPT way (Frantar & Alistarh, 2023): walk the columns left
-  to right, decide the mask of a block of columns from the saliencies at the block's start,
-  and push each column's error onto the columns to its right only (with the Cholesky factor of
-  ``H⁻¹``). One pass, the same cost whatever the sparsity.
+  to right, choose the mask of a block of columns from the saliencies when the sweep reaches the
+  block, and push each column's error onto the columns to its right only (with the Cholesky
+  factor of ``H⁻¹``). Every row uses the same column order, so one inverse serves all rows: one
+  pass, ``out · in²`` work whatever the sparsity.
 
 :func:`prune_reconstruct` prunes a model's layers in order, each on inputs that come from the
 model as pruned so far, and attaches the masks like every ``prune_*`` function.
@@ -27,21 +29,22 @@ model as pruned so far, and attaches the masks like every ``prune_*`` function.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .pruning import prunable_layers
+from .pruning import copy_model, prunable_layers
 from .sparsity import n_m_mask
-from .validate import require_fraction, require_module, require_positive_int, require_tensor
+from .validate import require_fraction, require_module, require_number, require_positive_int, require_tensor
 
 METHODS = ("sparsegpt", "obs")
 
 
 def _check_weight_hessian(weight: object, hessian: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """``weight`` (out, in) float and ``hessian`` (in, in) float, finite, on one device."""
+    """``weight`` (out, in) float and ``hessian`` (in, in) float, finite, symmetric, on one device."""
     weight, hessian = require_tensor(weight, "weight"), require_tensor(hessian, "hessian")
     if weight.dim() != 2 or not weight.is_floating_point():
         raise ValueError(f"weight must be a 2-D float tensor (out_features, in_features), "
@@ -55,7 +58,23 @@ def _check_weight_hessian(weight: object, hessian: object) -> tuple[torch.Tensor
     for name, t in (("weight", weight), ("hessian", hessian)):
         if not torch.isfinite(t).all():
             raise ValueError(f"{name} must be finite (no NaN or inf)")
+    h = hessian.double()
+    if not torch.allclose(h, h.T, rtol=1e-5, atol=1e-8 * float(h.abs().max())):
+        raise ValueError("hessian must be symmetric (XᵀX is): got one that differs from its transpose")
     return weight, hessian
+
+
+def _check_n_m(n_m: object, width: int) -> tuple[int, int]:
+    """``n_m`` as ``(n, m)``: keep ``n`` of every ``m`` consecutive weights, ``0 < n < m``, ``m | width``."""
+    if not (isinstance(n_m, tuple) and len(n_m) == 2
+            and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in n_m)):
+        raise ValueError(f"n_m must be a tuple of two ints (n, m), keep n of every m, such as (2, 4); got {n_m!r}")
+    n, m = int(n_m[0]), int(n_m[1])
+    if not 0 < n < m:
+        raise ValueError(f"n_m=(n, m) needs 0 < n < m (n kept of every m), got n={n}, m={m}")
+    if width % m:
+        raise ValueError(f"n_m={n_m}: in_features ({width}) must be a multiple of m")
+    return n, m
 
 
 def hessian(inputs: torch.Tensor) -> torch.Tensor:
@@ -75,29 +94,34 @@ def _damped_inverse(hessian: torch.Tensor, damp: float) -> torch.Tensor:
     h = hessian.double()
     mean_diag = h.diagonal().mean()
     h = h + (damp * mean_diag if mean_diag > 0 else 1.0) * torch.eye(len(h), dtype=h.dtype, device=h.device)
-    return torch.cholesky_inverse(torch.linalg.cholesky(h))
+    try:
+        return torch.cholesky_inverse(torch.linalg.cholesky(h))
+    except torch.linalg.LinAlgError as error:
+        raise ValueError(f"hessian is not positive definite with damp={damp} (an input feature that is always 0, "
+                         "or fewer calibration rows than inputs): use damp > 0, e.g. 0.01") from error
 
 
 def obs_saliency(weight: torch.Tensor, hessian: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
-    """OBS saliency ``w_ij² / [H⁻¹]_jj`` ``(out, in)``: the least that removing weight ``ij`` alone
-    can cost row i, ``Δw H Δwᵀ``, once the rest of the row is updated to compensate.
-    ``weight`` (out, in); ``hessian`` (in, in), e.g. from :func:`hessian`. Pass
-    ``torch.diag(hessian.diagonal())`` to get Wanda's ``(|w| · ||X_j||)²``."""
+    """OBS saliency ``w_ij² / [H⁻¹]_jj`` ``(out, in)``, float64: the least that removing weight
+    ``ij`` alone can cost row i, ``Δw H Δwᵀ``, once the rest of the row is updated to compensate.
+    ``weight`` (out, in); ``hessian`` (in, in), e.g. from :func:`hessian`. With
+    ``torch.diag(hessian.diagonal())`` and ``damp=0`` it is Wanda's ``(|w| · ||X_j||)²``."""
     weight, hessian = _check_weight_hessian(weight, hessian)
-    inverse_diag = _damped_inverse(hessian, require_fraction(damp, "damp")).diagonal()      # (in,)
-    return (weight.detach().double().pow(2) / inverse_diag).to(weight.dtype)
+    damp = require_number(damp, "damp", minimum=0)
+    inverse_diag = _damped_inverse(hessian, damp).diagonal()               # (in,)
+    return weight.detach().double().pow(2) / inverse_diag
 
 
 def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
               damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal Brain Surgeon on every row of ``weight`` (out, in) at once: remove the weight of
     lowest saliency, update the rest of its row, update that row's ``H⁻¹``, repeat until
-    ``round(sparsity * in)`` weights of each row are gone. Returns ``(new weight, mask)``:
-    the reconstructed weight (pruned entries exactly 0, ``weight``'s dtype) and the bool mask
-    (True = keep), both ``(out, in)``. ``weight`` is not modified. Memory: one ``(in, in)``
-    float64 matrix per row."""
+    ``round(sparsity * in)`` weights of each row are gone (each step exact, the sequence greedy).
+    Returns ``(new weight, mask)``: the reconstructed weight (pruned entries exactly 0,
+    ``weight``'s dtype) and the bool mask (True = keep), both ``(out, in)``. ``weight`` is not
+    modified. Memory: one ``(in, in)`` float64 matrix per row."""
     weight, hessian = _check_weight_hessian(weight, hessian)
-    sparsity, damp = require_fraction(sparsity, "sparsity"), require_fraction(damp, "damp")
+    sparsity, damp = require_fraction(sparsity, "sparsity"), require_number(damp, "damp", minimum=0)
     rows, n = weight.shape
     w = weight.detach().double().clone()                                  # (out, in)
     inverse = _damped_inverse(hessian, damp).expand(rows, n, n).clone()   # (out, in, in): one H⁻¹ per row
@@ -121,41 +145,47 @@ def obs_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float,
 def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float | None = None,
                     n_m: tuple[int, int] | None = None, block_size: int = 128,
                     damp: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
-    """SparseGPT-style pruning of ``weight`` (out, in) with ``hessian`` (in, in): columns in order,
-    in blocks of ``block_size``. At the start of a block, each row drops its share of its
-    ``round(sparsity * in)`` weights (``round(sparsity * end) - round(sparsity * start)``): those
-    of lowest saliency ``w² / U_jj²`` in the block (``U`` the upper Cholesky factor of ``H⁻¹``,
-    so ``U_jj²`` is ``[H⁻¹]_jj`` with the columns to the left already fixed). With
-    ``n_m=(n, m)`` instead, the ``n`` lowest of every ``m`` consecutive columns. Then column by
-    column, the error of zeroing (or keeping) it is spread over the columns to its right. Give
-    exactly one of ``sparsity`` and ``n_m``. Returns ``(new weight, mask)`` like
+    """SparseGPT (Frantar & Alistarh, 2023) on ``weight`` (out, in) with ``hessian`` (in, in): the
+    columns in order, the errors of a block of ``block_size`` columns passed on to the columns to
+    its right once the block is done. Saliency ``w² / U_jj²``, ``U`` the upper Cholesky factor of
+    ``H⁻¹`` (``U_jj²`` is ``[H⁻¹]_jj`` with the columns to the left already fixed), from the
+    weights as updated so far:
+
+    - ``sparsity``: when the sweep reaches a block, its mask drops the block's share of the
+      layer's ``round(sparsity * out * in)`` weights with the lowest saliency, over *all rows* at
+      once (one threshold per block, as SparseGPT does: rows may lose different numbers);
+    - ``n_m=(n, m)``: when the sweep reaches a group of ``m`` consecutive columns, each row keeps
+      the ``n`` of highest saliency (2:4 keeps 2 of every 4, 50% sparsity).
+
+    Then column by column, the error of zeroing (or keeping) it is spread over the columns to its
+    right. Give exactly one of ``sparsity`` and ``n_m``. Returns ``(new weight, mask)`` like
     :func:`obs_prune`; ``weight`` is not modified."""
     weight, hessian = _check_weight_hessian(weight, hessian)
     if (sparsity is None) == (n_m is None):
         raise ValueError(f"give exactly one of sparsity and n_m, got sparsity={sparsity!r}, n_m={n_m!r}")
     sparsity = None if sparsity is None else require_fraction(sparsity, "sparsity")
-    block_size, damp = require_positive_int(block_size, "block_size"), require_fraction(damp, "damp")
+    block_size, damp = require_positive_int(block_size, "block_size"), require_number(damp, "damp", minimum=0)
     rows, n = weight.shape
     if n_m is not None:
-        if not isinstance(n_m, tuple) or len(n_m) != 2:
-            raise ValueError(f"n_m must be a tuple (n, m) such as (2, 4), got {n_m!r}")
-        n_m_mask(torch.zeros(1, n_m[1] if isinstance(n_m[1], int) and n_m[1] > 0 else 1), *n_m)   # checks n, m
-        if n % n_m[1] or block_size % n_m[1]:
-            raise ValueError(f"n_m={n_m}: in_features ({n}) and block_size ({block_size}) must be multiples of m")
+        keep_n, m = _check_n_m(n_m, n)
+        if min(block_size, n) % m:
+            raise ValueError(f"n_m={n_m}: block_size ({block_size}) must be a multiple of m, or at least in_features")
     w = weight.detach().double().clone()
     u = torch.linalg.cholesky(_damped_inverse(hessian, damp), upper=True)     # (in, in), H⁻¹ = UᵀU
     keep = torch.ones(rows, n, dtype=torch.bool, device=weight.device)
     for start in range(0, n, block_size):
         end = min(start + block_size, n)
-        saliency = w[:, start:end].pow(2) / u.diagonal()[start:end].pow(2)      # (out, block)
-        if n_m is None:                     # rounded so that each row loses round(sparsity * in) in all
-            drop = round(sparsity * end) - round(sparsity * start)
-            if drop:
-                keep[:, start:end].scatter_(1, saliency.topk(drop, dim=1, largest=False).indices, False)
-        else:
-            keep[:, start:end] = n_m_mask(saliency, *n_m)
+        if sparsity is not None:                         # this block's share, so that the layer total is exact
+            drop = round(sparsity * rows * end) - round(sparsity * rows * start)
+            saliency = (w[:, start:end].pow(2) / u.diagonal()[start:end].pow(2)).flatten()      # (out * block,)
+            block_keep = torch.ones_like(saliency, dtype=torch.bool)
+            block_keep[saliency.topk(drop, largest=False).indices] = False
+            keep[:, start:end] = block_keep.view(rows, end - start)
         errors = torch.zeros(rows, end - start, dtype=w.dtype, device=w.device)
         for j in range(start, end):
+            if n_m is not None and (j - start) % m == 0:  # the group's mask, from the weights as they are now
+                saliency = w[:, j:j + m].pow(2) / u.diagonal()[j:j + m].pow(2)
+                keep[:, j:j + m] = n_m_mask(saliency, keep_n, m)
             error = w[:, j] * ~keep[:, j] / u[j, j]                         # (out,): zero what is dropped
             w[:, j:end] -= error[:, None] * u[j, j:end][None, :]
             errors[:, j - start] = error
@@ -166,15 +196,20 @@ def sparsegpt_prune(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float
 
 @torch.no_grad()
 def layer_inputs(model: nn.Module, x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """What ``layer`` reads when ``model(x)`` runs: ``(rows, in_features)``, every token of every
-    example a row."""
+    """What ``layer`` (an ``nn.Linear`` of ``model``) reads when ``model(x)`` runs in eval mode:
+    ``(rows, in_features)``, every token of every example a row. The model's mode is restored."""
     require_module(model, "model")
+    if not isinstance(layer, nn.Linear):
+        raise TypeError(f"layer must be a torch.nn.Linear of model, got {type(layer).__name__}")
     seen = []
     handle = layer.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach()))
+    was_training = model.training
+    model.eval()                                        # no dropout, no BatchNorm statistics updated
     try:
         model(x)
     finally:
         handle.remove()
+        model.train(was_training)
     if not seen:
         raise ValueError("layer never ran during model(x): pass a layer that model's forward uses")
     return torch.cat([t.reshape(-1, t.shape[-1]) for t in seen])
@@ -182,32 +217,54 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, layer: nn.Linear) -> torch.T
 
 def prune_reconstruct(model: nn.Module, x: torch.Tensor, sparsity: float | None = None,
                       n_m: tuple[int, int] | None = None, method: str = "sparsegpt",
-                      layers: Mapping[str, nn.Linear] | None = None, damp: float = 0.01) -> None:
-    """Prune ``model``'s layers in place, in order, with reconstruction: for each layer, its
-    inputs on the calibration batch ``x`` are collected from the model *as pruned so far*, its
-    Hessian built, and its weight replaced by :func:`sparsegpt_prune`'s (``method="sparsegpt"``)
-    or :func:`obs_prune`'s (``"obs"``, sparsity only) reconstruction, with the mask attached
-    (``prune.custom_from_mask``). ``layers`` defaults to :func:`pruning.prunable_layers`; they
-    must not carry masks yet. Every argument is checked before any layer changes."""
+                      layers: Mapping[str, nn.Linear] | None = None, damp: float = 0.01,
+                      block_size: int = 128) -> None:
+    """Prune ``model``'s layers in place with reconstruction, in the order of ``layers`` (default
+    :func:`pruning.prunable_layers`: module order, which is the forward order of the course's
+    models). For each layer, its inputs on the calibration batch ``x`` come from the model *as
+    pruned so far* (in eval mode), its Hessian is built, and its weight is replaced by
+    :func:`sparsegpt_prune`'s (``method="sparsegpt"``, with ``block_size``) or :func:`obs_prune`'s
+    (``"obs"``, sparsity only) reconstruction, with the mask attached (``prune.custom_from_mask``).
+
+    The layers must not carry masks yet. The work is done on a copy, and written into ``model``
+    only once every layer has succeeded: on any error ``model`` is unchanged."""
     require_module(model, "model")
     layers = prunable_layers(model, layers)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if method == "obs" and n_m is not None:
         raise ValueError("method='obs' takes a sparsity, not n_m: use method='sparsegpt' for an N:M pattern")
+    if (sparsity is None) == (n_m is None) and method == "sparsegpt":
+        raise ValueError(f"give exactly one of sparsity and n_m, got sparsity={sparsity!r}, n_m={n_m!r}")
+    if method == "obs" or sparsity is not None:
+        require_fraction(sparsity, "sparsity")
+    require_number(damp, "damp", minimum=0)
+    require_positive_int(block_size, "block_size")
     for name, layer in layers.items():
         if prune.is_pruned(layer):
             raise ValueError(f"layer {name!r} already carries a pruning mask: prune_reconstruct starts from "
                              "unpruned weights (call it on a fresh copy)")
-        check = sparsegpt_prune if method == "sparsegpt" else obs_prune
-        kwargs = {"sparsity": sparsity, "n_m": n_m} if method == "sparsegpt" else {"sparsity": sparsity}
-        check(torch.zeros(1, layer.in_features), torch.eye(layer.in_features), damp=damp, **kwargs)   # args only
-    for layer in layers.values():
-        h = hessian(layer_inputs(model, x, layer)).to(layer.weight.device)
-        if method == "sparsegpt":
-            new, keep = sparsegpt_prune(layer.weight, h, sparsity, n_m, damp=damp)
-        else:
-            new, keep = obs_prune(layer.weight, h, sparsity, damp)
+        if n_m is not None:
+            _check_n_m(n_m, layer.in_features)
+    path = {id(module): name for name, module in model.named_modules()}
+    work = copy_model(model)
+    results = {}
+    for name, layer in layers.items():
+        copy_layer = work.get_submodule(path[id(layer)])
+        try:
+            h = hessian(layer_inputs(work, x, copy_layer)).to(layer.weight.device)
+            if method == "sparsegpt":
+                new, keep = sparsegpt_prune(copy_layer.weight, h, sparsity, n_m, block_size, damp)
+            else:
+                new, keep = obs_prune(copy_layer.weight, h, sparsity, damp)
+        except ValueError as error:
+            raise ValueError(f"layer {name!r}: {error} (model left unchanged)") from error
+        with torch.no_grad():
+            copy_layer.weight.copy_(new)
+        prune.custom_from_mask(copy_layer, "weight", keep)
+        results[name] = (new, keep)
+    for name, layer in layers.items():                  # every layer succeeded: write into model
+        new, keep = results[name]
         with torch.no_grad():
             layer.weight.copy_(new)
         prune.custom_from_mask(layer, "weight", keep)

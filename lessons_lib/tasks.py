@@ -251,11 +251,22 @@ def distill_on_task(student: nn.Module, teacher: nn.Module, task: Addition, step
     ``hidden_weight > 0``, that weight times the mean squared difference between the two models'
     residual streams after every block (``blocks.i`` outputs, ``(B, T, D)``: both models need the
     same number of blocks and width, as a slimmed GPT has). ``alpha=0`` and ``hidden_weight=0``
-    is :func:`train_on_task` (``lr_decay`` too). The teacher is only read (eval mode, no gradients).
+    is :func:`train_on_task` (``lr_decay`` too). The teacher is only read (in eval mode, no gradients;
+    its mode is restored) and must give logits of the student's shape.
     """
     _check_training(student, task, steps, lr, batch_size, seed, weight_decay, progress, lr_decay)
     require_module(teacher, "teacher")
+    if teacher is student:
+        raise ValueError("teacher must be another model than student (the dense model the student was cut from)")
+    check_problems(teacher, task.x_train[:2], task.y_train[:2])
+    with torch.no_grad():
+        shapes = [tuple(m(task.x_train[:2]).shape) for m in (student, teacher)]
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"teacher must give logits of the student's shape on the task: student {shapes[0]}, "
+                         f"teacher {shapes[1]}")
     temperature = require_number(temperature, "temperature", positive=True)
+    if not 0.1 <= temperature <= 20:
+        raise ValueError(f"temperature must be in [0.1, 20] (typical: 1 to 10), got {temperature}")
     alpha = require_number(alpha, "alpha", minimum=0)
     if alpha > 1:
         raise ValueError(f"alpha must be in [0, 1] (the weight of the distillation term), got {alpha}")
@@ -263,6 +274,7 @@ def distill_on_task(student: nn.Module, teacher: nn.Module, task: Addition, step
     blocks = [getattr(m, "blocks", None) for m in (student, teacher)]
     if hidden_weight and (blocks[0] is None or blocks[1] is None or len(blocks[0]) != len(blocks[1])):
         raise ValueError("hidden_weight > 0 needs student and teacher with the same number of .blocks")
+    teacher_was_training = teacher.training
     teacher.eval()
 
     def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -280,7 +292,10 @@ def distill_on_task(student: nn.Module, teacher: nn.Module, task: Addition, step
                 [F.mse_loss(a, b) for a, b in zip(student_hidden, teacher_hidden, strict=True)]).mean()
         return loss
 
-    return _train(student, task, steps, lr, batch_size, seed, weight_decay, progress, desc, loss_of, lr_decay)
+    try:
+        return _train(student, task, steps, lr, batch_size, seed, weight_decay, progress, desc, loss_of, lr_decay)
+    finally:
+        teacher.train(teacher_was_training)
 
 
 @contextlib.contextmanager

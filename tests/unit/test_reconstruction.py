@@ -81,8 +81,8 @@ def test_reconstruction_beats_masks_alone_on_correlated_inputs(sparsity):
     wanda = _error(w * wanda_mask(w, x.norm(dim=0), sparsity), w, x)
     sparsegpt, keep_s = sparsegpt_prune(w, h, sparsity, block_size=8)
     obs, keep_o = obs_prune(w, h, sparsity)
-    for keep in (keep_s, keep_o):              # the same count in every row: round(sparsity * in)
-        assert (keep.sum(dim=1) == 16 - round(sparsity * 16)).all()
+    assert (keep_o.sum(dim=1) == 16 - round(sparsity * 16)).all()        # OBS: round(sparsity * in) per row
+    assert keep_s.sum() == 8 * 16 - round(sparsity * 8 * 16)              # SparseGPT: exact over the layer
     assert _error(obs, w, x) < min(magnitude, wanda)
     # SparseGPT's mask, chosen one block ahead, can be worse than Wanda's (at 75% here it is), but
     # its update always beats zeroing the same mask with no update
@@ -129,9 +129,14 @@ def test_weight_and_hessian_are_not_modified_and_keep_their_dtype():
     (lambda w, h: obs_prune(w, h * float("nan"), 0.5), "hessian must be finite"),
     (lambda w, h: sparsegpt_prune(w, h), "exactly one of sparsity and n_m"),
     (lambda w, h: sparsegpt_prune(w, h, 0.5, n_m=(2, 4)), "exactly one of sparsity and n_m"),
-    (lambda w, h: sparsegpt_prune(w, h, n_m=(2, 5)), "multiples of m"),
+    (lambda w, h: sparsegpt_prune(w, h, n_m=(2, 5)), "multiple of m"),
+    (lambda w, h: sparsegpt_prune(w, h, n_m=(2, 4), block_size=6), "block_size .* must be a multiple of m"),
     (lambda w, h: sparsegpt_prune(w, h, n_m=(4, 2)), "0 < n < m"),
-    (lambda w, h: sparsegpt_prune(w, h, n_m=[2, 4]), r"tuple \(n, m\)"),
+    (lambda w, h: sparsegpt_prune(w, h, n_m=[2, 4]), r"tuple of two ints \(n, m\)"),
+    (lambda w, h: sparsegpt_prune(w, h, n_m=(2, 4, 8)), r"tuple of two ints \(n, m\)"),
+    (lambda w, h: obs_prune(w, h + torch.triu(torch.ones_like(h), 1), 0.5), "hessian must be symmetric"),
+    (lambda w, h: obs_prune(w, -h, 0.5, damp=0.0), "not positive definite"),
+    (lambda w, h: obs_prune(w, h, 0.5, damp=-0.1), "damp"),
     (lambda w, h: sparsegpt_prune(w, h, 0.5, block_size=0), "block_size"),
     (lambda w, h: obs_saliency(w, h, damp=-1), "damp"),
 ])
@@ -204,3 +209,93 @@ def test_obs_rounds_like_every_sparsity():
         w = torch.randn(2, n, dtype=torch.float64)
         _, keep = obs_prune(w, torch.eye(n, dtype=torch.float64), s)
         assert (keep.sum(1) == n - round(s * n)).all()
+
+
+def test_sparsegpt_mask_is_one_threshold_over_the_layer_when_one_block_holds_it():
+    x, h = _correlated(n=16)
+    w = torch.randn(8, 16, dtype=torch.float64)
+    _, keep = sparsegpt_prune(w, h, 0.5, block_size=16, damp=0.01)
+    u = torch.linalg.cholesky(_damped_inverse(h, 0.01), upper=True)
+    saliency = w.pow(2) / u.diagonal().pow(2)                 # before any update: the block's start
+    expected = torch.ones(8 * 16, dtype=torch.bool)
+    expected[saliency.flatten().topk(64, largest=False).indices] = False
+    assert torch.equal(keep, expected.view(8, 16))
+    assert len(set(keep.sum(dim=1).tolist())) > 1             # rows lose different numbers
+
+
+def test_sparsegpt_chooses_each_n_m_group_when_it_reaches_it_whatever_the_block():
+    x, h = _correlated(n=16)
+    w = torch.randn(6, 16, dtype=torch.float64)
+    by_group = sparsegpt_prune(w, h, n_m=(2, 4), block_size=4)
+    for block_size in (8, 16, 128):
+        new, keep = sparsegpt_prune(w, h, n_m=(2, 4), block_size=block_size)
+        assert torch.equal(keep, by_group[1]) and torch.allclose(new, by_group[0], atol=1e-10)
+    # and not from the weights before any update: the first group's choice is, the later ones need not be
+    u = torch.linalg.cholesky(_damped_inverse(h, 0.01), upper=True)
+    upfront = torch.cat([sparsity_n_m(w[:, j:j + 4].pow(2) / u.diagonal()[j:j + 4].pow(2)) for j in range(0, 16, 4)], 1)
+    assert torch.equal(upfront[:, :4], by_group[1][:, :4])
+
+
+def sparsity_n_m(scores):
+    from lessons_lib.sparsity import n_m_mask
+    return n_m_mask(scores, 2, 4)
+
+
+def test_obs_with_a_diagonal_hessian_picks_wandas_per_row_mask_and_updates_nothing():
+    x, h = _correlated()
+    w = torch.randn(5, 12, dtype=torch.float64)
+    new, keep = obs_prune(w, torch.diag(h.diagonal()), 0.5, damp=0.0)
+    assert torch.equal(keep, wanda_mask(w, x.norm(dim=0), 0.5))
+    assert torch.allclose(new, w * keep, atol=1e-12)
+
+
+def test_obs_saliency_is_float64_whatever_the_weight_dtype():
+    x = torch.randn(100000, 12) * 30
+    s = obs_saliency(torch.randn(4, 12).half(), hessian(x))
+    assert s.dtype == torch.float64 and torch.isfinite(s).all()
+
+
+class _Unused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mlp, self.unused = MLP(), nn.Linear(10, 10)
+
+    def forward(self, x):
+        return self.mlp(x)
+
+
+@pytest.mark.parametrize(("make", "kwargs", "message"), [
+    (_Unused, {"sparsity": 0.5}, r"layer 'unused'.*never ran"),
+    (MLP, {"sparsity": 0.5, "damp": 0.0}, "not positive definite"),
+])
+def test_prune_reconstruct_changes_nothing_when_a_later_layer_fails(make, kwargs, message):
+    torch.manual_seed(0)
+    model, x = make(), torch.randn(40, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=message):
+        prune_reconstruct(model, x, **kwargs)
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(torch.nn.utils.prune.is_pruned(m) for m in model.modules() if m is not model)
+
+
+def test_prune_reconstruct_calibrates_in_eval_mode_and_keeps_the_mode():
+    class WithNorm(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.bn, self.b = nn.Linear(8, 16), nn.BatchNorm1d(16), nn.Linear(16, 4)
+
+        def forward(self, x):
+            return self.b(self.bn(self.a(x)))
+
+    model = WithNorm().train()
+    statistics = model.bn.running_mean.clone(), model.bn.num_batches_tracked.clone()
+    prune_reconstruct(model, torch.randn(32, 8) + 3, 0.5)
+    assert torch.equal(model.bn.running_mean, statistics[0]) and model.bn.num_batches_tracked == statistics[1]
+    assert model.training
+
+
+def test_layer_inputs_refuses_what_is_not_a_linear_layer():
+    model, x = _mlp_and_batch()
+    with pytest.raises(TypeError, match="layer must be a torch.nn.Linear"):
+        layer_inputs(model, x, "layers.0")

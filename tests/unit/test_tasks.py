@@ -121,15 +121,23 @@ def test_lr_decay_changes_training_and_ends_at_a_learning_rate_of_zero():
     ({"alpha": -0.1}, ValueError, "alpha"),
     ({"hidden_weight": -1.0}, ValueError, "hidden_weight"),
     ({"teacher": "dense"}, TypeError, "teacher must be a torch.nn.Module"),
-    ({"teacher": torch.nn.Linear(2, 2), "hidden_weight": 1.0}, ValueError, "same number of .blocks"),
+    ({"teacher": "no blocks", "hidden_weight": 1.0}, ValueError, "same number of .blocks"),
     ({"lr_decay": "yes"}, TypeError, "lr_decay"),
     ({"steps": 0}, ValueError, "steps"),
+    ({"temperature": 1e6}, ValueError, r"temperature must be in \[0.1, 20\]"),
+    ({"teacher": "student"}, ValueError, "teacher must be another model than student"),
+    ({"teacher": GPT(GPTConfig(vocab_size=14, d_model=16, head_dim=4, heads=[2, 2], ffn=[16, 16], block_size=8))},
+     ValueError, "logits of the student's shape"),
 ])
 def test_distillation_refuses_bad_arguments_and_changes_nothing(kwargs, error, message):
     from lessons_lib.tasks import distill_on_task
     task, student = _small_task(), _tiny()
     before = [p.clone() for p in student.parameters()]
     arguments = {"teacher": _tiny(seed=1), "steps": 2, **kwargs}
+    if arguments["teacher"] == "student":
+        arguments["teacher"] = student
+    if arguments["teacher"] == "no blocks":                  # the same logits, but no .blocks to compare
+        arguments["teacher"] = torch.nn.Sequential(_tiny(seed=1))
     with pytest.raises(error, match=message):
         distill_on_task(student, arguments.pop("teacher"), task, arguments.pop("steps"), progress=False, **arguments)
     assert all(torch.equal(p, q) for p, q in zip(student.parameters(), before, strict=True))
