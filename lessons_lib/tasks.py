@@ -178,10 +178,26 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> tuple[float, float]:
     """``(exact match, answer loss)`` of ``model`` on problems ``x`` ``(n, T)`` with answers
-    ``y`` ``(n, d)``: the two numbers the GPT lessons report for every model."""
-    return exact_match(model, x, y), answer_loss(model, x, y).item()
+    ``y`` ``(n, d)``: the two numbers the GPT lessons report for every model, from one forward
+    pass per batch of ``batch_size`` problems, in eval mode (the model's mode is restored). The
+    loss is the mean cross-entropy over every answer digit, as :func:`answer_loss` gives it."""
+    check_problems(model, x, y)
+    require_positive_int(batch_size, "batch_size")
+    was_training = model.training
+    model.eval()
+    correct, total_loss = 0, 0.0
+    try:
+        for start in range(0, len(x), batch_size):
+            xs, ys = x[start:start + batch_size], y[start:start + batch_size]
+            logits = _answer_logits(model, xs, ys.shape[1])                        # (b, d, vocab)
+            correct += (logits.argmax(-1) == ys).all(dim=1).sum().item()
+            total_loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1),
+                                          reduction="sum").item()
+    finally:
+        model.train(was_training)
+    return correct / len(x), total_loss / y.numel()
 
 
 def _check_training(model: nn.Module, task: object, steps: object, lr: object, batch_size: object, seed: object,

@@ -141,3 +141,17 @@ def test_distillation_refuses_bad_arguments_and_changes_nothing(kwargs, error, m
     with pytest.raises(error, match=message):
         distill_on_task(student, arguments.pop("teacher"), task, arguments.pop("steps"), progress=False, **arguments)
     assert all(torch.equal(p, q) for p, q in zip(student.parameters(), before, strict=True))
+
+
+def test_evaluate_is_exact_match_and_answer_loss_in_one_pass_whatever_the_batch():
+    torch.manual_seed(0)
+    model, task = _tiny(), _small_task()
+    for batch_size in (7, 1024):
+        em, loss = evaluate(model, task.x_test, task.y_test, batch_size=batch_size)
+        assert em == exact_match(model, task.x_test, task.y_test)
+        assert loss == pytest.approx(answer_loss(model, task.x_test, task.y_test).item(), rel=1e-5)
+    model.train()
+    evaluate(model, task.x_test, task.y_test)
+    assert model.training
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate(model, task.x_test, task.y_test, batch_size=0)
