@@ -42,7 +42,8 @@ imports and checks it):
 - course material: ``data``, ``models``, ``training`` (the digits MLP and its trained copy),
   ``schedules`` (one-shot, iterative and cubic plans), ``experiments`` (curves, scans and
   comparisons on copies of a model), ``structured`` (MLP neurons), ``gpt``, ``tasks``,
-  ``gpt_structured`` (the tiny GPT, its addition task, its heads and FFN neurons)
+  ``gpt_structured`` (the tiny GPT, its addition task, its heads and FFN neurons), ``cnn`` (a
+  residual CNN on the digits, its channel groups and channel slimming)
 - teaching: ``plots``, ``widgets`` (explorers that call the functions above and do no maths of
   their own), ``checks`` (exercise checkers; importing it loads no GPT and no scikit-learn),
   ``assignment`` (lesson 09's rules and grader)

@@ -18,7 +18,7 @@ LAYERS = {
     "util": ["validate", "repro", "progress"],
     "core": ["sparsity", "pruning", "slimming", "reconstruction", "measure"],
     "course": ["data", "models", "training", "schedules", "experiments", "structured", "gpt", "tasks",
-               "gpt_structured"],
+               "gpt_structured", "cnn"],
     "teaching": ["plots", "widgets", "checks", "assignment"],
 }
 RANK = {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}

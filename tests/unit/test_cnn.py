@@ -1,0 +1,136 @@
+"""The residual digits CNN: shapes, the channel groups its skip connections impose, slimming that
+equals the masked model in eval mode (BatchNorm statistics included), saving and reloading."""
+
+import io
+
+import pytest
+import torch
+
+from lessons_lib.cnn import CNNConfig, DigitsCNN, channel_groups, load_cnn, save_cnn, slim_cnn
+
+
+def _trained_looking(seed=0, config=None):
+    """A CNN whose BatchNorm layers carry non-trivial statistics and affine parameters."""
+    torch.manual_seed(seed)
+    model = DigitsCNN(config or CNNConfig(width=8, inner=[6, 5]))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.3, 0.3)
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def test_shapes_and_inputs():
+    model = _trained_looking()
+    x = torch.randn(5, 64)
+    assert model(x).shape == (5, 10)
+    assert torch.equal(model(x), model(x.reshape(5, 1, 8, 8)))
+    for bad in (torch.randn(5, 63), torch.randint(0, 3, (5, 64)), "images"):
+        with pytest.raises(ValueError, match="x must be float images"):
+            model(bad)
+
+
+def test_every_channel_dimension_is_in_exactly_one_group():
+    model = _trained_looking()
+    groups = channel_groups(model)
+    assert set(groups) == {"residual", "blocks.0.inner", "blocks.1.inner"}
+    seen = [(key, dim) for slices in groups.values() for key, dim in slices]
+    assert len(seen) == len(set(seen))
+    state = model.state_dict()
+    # every conv / BatchNorm / fc tensor's channel dimensions are covered: conv weights both, fc its input
+    expected = set()
+    for key in state:
+        if key.endswith("num_batches_tracked") or key in ("fc.bias",):
+            continue
+        if key.endswith("conv1.weight") or key.endswith("conv2.weight"):
+            expected |= {(key, 0), (key, 1)}
+        elif key == "stem.weight":
+            expected.add((key, 0))              # its input is the image's one channel
+        elif key == "fc.weight":
+            expected.add((key, 1))              # its output is the classes
+        else:
+            expected.add((key, 0))
+    assert set(seen) == expected
+
+
+def _masked(model, keep_residual, keep_inner):
+    """``model`` with the removed channels' BatchNorm outputs forced to 0 (weight and bias 0)."""
+    masked = _trained_looking()
+    masked.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        drop = torch.ones(model.config.width, dtype=torch.bool)
+        drop[keep_residual] = False
+        for bn in [masked.stem_bn] + [b.bn2 for b in masked.blocks]:
+            bn.weight[drop] = 0
+            bn.bias[drop] = 0
+        for name, kept in keep_inner.items():
+            block = masked.blocks[int(name.split(".")[1])]
+            drop = torch.ones(block.bn1.num_features, dtype=torch.bool)
+            drop[kept] = False
+            block.bn1.weight[drop] = 0
+            block.bn1.bias[drop] = 0
+    return masked
+
+
+@pytest.mark.parametrize(("keep_residual", "keep_inner"), [
+    ([0, 2, 3, 7], {}),
+    (None, {"blocks.0.inner": [1, 4], "blocks.1.inner": [0]}),
+    ([1, 5], {"blocks.1.inner": [2, 3, 4]}),
+])
+def test_slim_equals_the_masked_model_in_eval_mode(keep_residual, keep_inner):
+    model = _trained_looking()
+    slim = slim_cnn(model, keep_residual, keep_inner)
+    x = torch.randn(16, 64)
+    residual = list(range(8)) if keep_residual is None else keep_residual
+    with torch.no_grad():
+        difference = (slim(x) - _masked(model, residual, keep_inner)(x)).abs().max().item()
+    assert difference <= 1e-5
+    assert slim.config.width == len(residual)
+    assert slim.config.inner == [len(keep_inner.get(f"blocks.{i}.inner", range(n))) for i, n in enumerate([6, 5])]
+    assert not slim.training
+
+
+def test_slim_leaves_the_model_alone_and_shares_no_storage():
+    model = _trained_looking()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    slim = slim_cnn(model, [0, 1], {"blocks.0.inner": [2]})
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    ours = {p.data_ptr() for p in model.parameters()}
+    assert not any(p.data_ptr() in ours for p in slim.parameters())
+
+
+def test_slim_model_saves_and_reloads_from_config_and_state_dict():
+    slim = slim_cnn(_trained_looking(), [0, 3, 5], {"blocks.1.inner": [1, 2]})
+    buffer = io.BytesIO()
+    torch.save(save_cnn(slim), buffer)
+    reloaded = load_cnn(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), slim(x))
+
+
+@pytest.mark.parametrize(("args", "error", "message"), [
+    (([],), ValueError, "keep_residual must hold at least one"),
+    (([8],), ValueError, r"keep_residual must hold at least one distinct index in \[0, 8\)"),
+    (([1, 1],), ValueError, "distinct"),
+    (([0.5],), TypeError, "keep_residual must be a list"),
+    ((None, {"blocks.2.inner": [0]}), ValueError, "keep_inner has key 'blocks.2.inner'"),
+    ((None, {"residual": [0]}), ValueError, "keep_inner has key 'residual'"),
+    ((None, {"blocks.0.inner": [6]}), ValueError, r"keep_inner\['blocks.0.inner'\]"),
+])
+def test_bad_keeps_are_named(args, error, message):
+    with pytest.raises(error, match=message):
+        slim_cnn(_trained_looking(), *args)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"width": 0}, "width must be an int >= 1"),
+    ({"inner": [4, 0]}, "inner must be a list of ints >= 1"),
+    ({"classes": True}, "classes must be an int >= 1"),
+])
+def test_config_checks(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CNNConfig(**kwargs)
