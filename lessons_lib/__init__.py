@@ -33,7 +33,8 @@ Layers
 Each module imports only from its own layer or the ones above it in this list (a test reads the
 imports and checks it):
 
-- util: ``validate`` (argument checks), ``repro`` (seeds, threads), ``progress`` (progress bars)
+- util: ``validate`` (argument checks), ``repro`` (seeds, threads), ``progress`` (progress bars),
+  ``checkpoint`` (reading a shipped checkpoint after checking its SHA-256)
 - core, on torch alone: ``sparsity`` (masks on one tensor: magnitude, random, N:M, Wanda),
   ``pruning`` (masks on a whole model), ``slimming`` (removing units: ``slim_linear``,
   ``keep_top``), ``reconstruction`` (OBS and SparseGPT: masks chosen and the kept weights

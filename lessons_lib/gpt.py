@@ -12,12 +12,8 @@ heads and FFN width of *every* layer, so a pruned model is rebuilt from ``config
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import numbers
-import pickle
 import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoint import load_verified
 from .validate import is_sequence
 
 
@@ -228,33 +225,5 @@ def load_checkpoint(path: str | Path = CHECKPOINT, expected_sha256: str | None =
     (``<name>.json``). The file is read with ``torch.load(..., weights_only=True)``: tensors and
     plain data only, no code.
     """
-    if not isinstance(path, (str, Path)):
-        raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"path={str(path)!r} is not a file; run scripts/train_checkpoint.py to make it")
-    expected = _expected_sha256(path) if expected_sha256 is None else expected_sha256
-    if not isinstance(expected, str) or len(expected) != 64 or any(c not in "0123456789abcdefABCDEF" for c in expected):
-        raise ValueError(f"expected_sha256 must be 64 hexadecimal digits (a SHA-256), got {expected!r}")
-    actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    if actual != expected.lower():
-        raise ValueError(f"checkpoint {path.name} has SHA-256 {actual}, expected {expected.lower()}: "
-                         "the file is corrupt or from another version; re-run scripts/train_checkpoint.py")
-    try:
-        saved = torch.load(path, weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise ValueError(f"checkpoint {path.name} is truncated or not a checkpoint (torch.load failed: "
-                         f"{error}); re-run scripts/train_checkpoint.py") from error
-    return load_gpt(saved)
+    return load_gpt(load_verified(path, expected_sha256))
 
-
-def _expected_sha256(path: Path) -> object:
-    """The SHA-256 recorded in ``<name>.json`` beside a checkpoint."""
-    record = path.with_suffix(".json")
-    if not record.is_file():
-        raise FileNotFoundError(f"{record.name} is missing beside {path.name}: it records the checkpoint's "
-                                "SHA-256 and metrics; copy it along, or pass expected_sha256")
-    try:
-        return json.loads(record.read_text())["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{record.name} must be a JSON object with a 'sha256' entry, it is not: {error!r}") from error

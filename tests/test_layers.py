@@ -15,7 +15,7 @@ import lessons_lib
 
 PACKAGE = Path(lessons_lib.__file__).parent
 LAYERS = {
-    "util": ["validate", "repro", "progress"],
+    "util": ["validate", "repro", "progress", "checkpoint"],
     "core": ["sparsity", "pruning", "slimming", "reconstruction", "measure"],
     "course": ["data", "models", "training", "schedules", "experiments", "structured", "gpt", "tasks",
                "gpt_structured", "cnn"],

@@ -134,3 +134,28 @@ def test_bad_keeps_are_named(args, error, message):
 def test_config_checks(kwargs, message):
     with pytest.raises(ValueError, match=message):
         CNNConfig(**kwargs)
+
+
+def test_the_shipped_checkpoint_loads_after_its_hash_check_and_is_accurate(tmp_path):
+    from lessons_lib.cnn import CHECKPOINT, load_trained_cnn
+    from lessons_lib.data import digits_split
+    from lessons_lib.training import accuracy
+    model = load_trained_cnn()
+    assert not model.training and model.config == CNNConfig()
+    assert accuracy(model, digits_split().x_test, digits_split().y_test) >= 0.97
+    tampered = tmp_path / CHECKPOINT.name
+    tampered.write_bytes(CHECKPOINT.read_bytes()[:-1] + b"x")
+    (tmp_path / CHECKPOINT.with_suffix(".json").name).write_text(CHECKPOINT.with_suffix(".json").read_text())
+    with pytest.raises(ValueError, match="SHA-256 .* expected .*train_cnn_checkpoint.py"):
+        load_trained_cnn(tampered)
+
+
+def test_train_cnn_returns_validation_accuracy_per_epoch_and_learns():
+    from lessons_lib.cnn import train_cnn
+    from lessons_lib.data import digits_split
+    torch.manual_seed(0)
+    model = DigitsCNN(CNNConfig(width=16, inner=[16]))
+    history = train_cnn(model, digits_split(), epochs=5, seed=0, progress=False)
+    assert len(history) == 5 and history[-1] > 0.5           # chance is 0.1
+    with pytest.raises(TypeError, match="model must be a lessons_lib.cnn.DigitsCNN"):
+        train_cnn(torch.nn.Linear(64, 10), digits_split(), epochs=1)
