@@ -35,7 +35,7 @@ from torch import nn
 from .checkpoint import load_verified
 from .data import Split
 from .training import train
-from .validate import require_lr, require_positive_int
+from .validate import require_lr, require_number, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,92 @@ def slim_cnn(model: DigitsCNN, keep_residual: torch.Tensor | list[int] | None = 
     return new.to(next(model.parameters()).device).train(model.training)
 
 
+def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor]:
+    """One score per channel of each group of :func:`channel_groups` (higher = keep):
+    ``"l1"`` / ``"l2"``: the norm of the filters that *write* the channel (a block's ``conv1``
+    filter for an inner channel; for a residual channel the stem's and every block's ``conv2``
+    filters, their norms added); ``"bn"``: ``|γ|`` of the BatchNorm right after those filters
+    (Network Slimming, Liu et al. 2017), added up the same way. Group name -> ``(channels,)``."""
+    if not isinstance(model, DigitsCNN):
+        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    if kind not in ("l1", "l2", "bn"):
+        raise ValueError(f"kind must be 'l1', 'l2' or 'bn', got {kind!r}")
+
+    def score(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> torch.Tensor:          # (out_channels,)
+        if kind == "bn":
+            return bn.weight.detach().abs()
+        return conv.weight.detach().flatten(1).norm(p=1 if kind == "l1" else 2, dim=1)
+
+    residual = score(model.stem, model.stem_bn) + sum(score(b.conv2, b.bn2) for b in model.blocks)
+    return {"residual": residual, **{f"blocks.{i}.inner": score(b.conv1, b.bn1) for i, b in enumerate(model.blocks)}}
+
+
+def bn_l1_penalty(model: DigitsCNN, strength: float) -> torch.Tensor:
+    """``strength · Σ|γ|`` over every BatchNorm of ``model``: Network Slimming's sparsity term,
+    added to the loss so that training pushes the scales of unneeded channels towards 0."""
+    return strength * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def drop_blocks(model: DigitsCNN, keep_blocks: list[int]) -> DigitsCNN:
+    """A new, shallower DigitsCNN with only the residual blocks ``keep_blocks`` (in order). Each
+    block reads the output of a ReLU, so skipping it is exactly the identity: the shallow model
+    computes what ``model`` computes with those blocks' residual branches set to 0."""
+    if not isinstance(model, DigitsCNN):
+        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    n = len(model.blocks)
+    if not isinstance(keep_blocks, (list, tuple, range)) or not all(
+            isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in keep_blocks) or (
+            len(set(keep_blocks)) != len(keep_blocks) or any(not 0 <= b < n for b in keep_blocks)):
+        raise ValueError(f"keep_blocks must be a list of distinct block indices in [0, {n}), got {keep_blocks!r}")
+    kept = sorted(int(b) for b in keep_blocks)
+    new = DigitsCNN(CNNConfig(width=model.config.width, inner=[model.config.inner[b] for b in kept],
+                              classes=model.config.classes))
+    state = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("blocks."):
+            index, rest = key.split(".", 2)[1:]
+            if int(index) not in kept:
+                continue
+            key = f"blocks.{kept.index(int(index))}.{rest}"
+        state[key] = value.detach().clone()
+    new.load_state_dict(state)
+    return new.to(next(model.parameters()).device).train(model.training)
+
+
+@torch.no_grad()
+def block_scores_cosine(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
+    """``(blocks,)``: 1 − the mean cosine similarity between each block's input and output, over
+    every pixel position of every image in ``x`` (each position a ``width``-vector), in eval
+    mode. A block whose output points where its input did changes little: the depth-pruning
+    criterion of recent LLM work (e.g. Men et al., "ShortGPT", 2024), here with pixels for tokens."""
+    if not isinstance(model, DigitsCNN):
+        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    scores, was_training = [], model.training
+    model.eval()
+    try:
+        h = F.relu(model.stem_bn(model.stem(x.reshape(-1, 1, 8, 8))))
+        for block in model.blocks:
+            out = block(h)
+            cos = F.cosine_similarity(h.flatten(2), out.flatten(2), dim=1, eps=1e-8)      # (B, 64)
+            scores.append(1 - cos.mean())
+            h = out
+    finally:
+        model.train(was_training)
+    return torch.stack(scores)
+
+
+@torch.no_grad()
+def block_scores_loss(model: DigitsCNN, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(blocks,)``: how much the cross-entropy on ``x``, ``y`` rises when each block alone is
+    dropped (:func:`drop_blocks`), in eval mode: the ground truth the cosine score estimates."""
+    if not isinstance(model, DigitsCNN):
+        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    n = len(model.blocks)
+    base = F.cross_entropy(drop_blocks(model, list(range(n))).eval()(x), y)
+    return torch.stack([F.cross_entropy(drop_blocks(model, [b for b in range(n) if b != i]).eval()(x), y) - base
+                        for i in range(n)])
+
+
 def _indices(keep: object, width: int, name: str) -> torch.Tensor:
     """``keep`` (None = all) as sorted distinct int64 indices in ``[0, width)``, at least one."""
     if keep is None:
@@ -180,11 +266,12 @@ CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "cnn_digits.pt"  
 
 
 def train_cnn(model: DigitsCNN, data: Split, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64,
-              seed: int = 0, progress: bool = True, desc: str = "training") -> list[float]:
+              seed: int = 0, progress: bool = True, desc: str = "training", bn_l1: float = 0.0) -> list[float]:
     """The CNN recipe: :func:`training.train` with AdamW (weight decay 1e-4) whose learning rate
     falls from ``lr`` to 0 along a half cosine over the ``epochs``; returns validation accuracy
     per epoch. With a constant rate the BatchNorm network's validation accuracy swung by several
-    points from epoch to epoch; the decay lets it settle."""
+    points from epoch to epoch; the decay lets it settle. ``bn_l1 > 0`` adds
+    :func:`bn_l1_penalty` with that strength to the loss (Network Slimming)."""
     if not isinstance(model, DigitsCNN):
         raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
     epochs, lr = require_positive_int(epochs, "epochs"), require_lr(lr)
@@ -194,8 +281,10 @@ def train_cnn(model: DigitsCNN, data: Split, epochs: int = 20, lr: float = 3e-3,
         for group in optimizer.param_groups:
             group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
 
+    bn_l1 = require_number(bn_l1, "bn_l1", minimum=0)
     return train(model, data, epochs, batch_size=batch_size, seed=seed, optimizer=optimizer,
-                 on_epoch_start=cosine, progress=progress, desc=desc)
+                 on_epoch_start=cosine, progress=progress, desc=desc,
+                 penalty=(lambda m: bn_l1_penalty(m, bn_l1)) if bn_l1 else None)
 
 
 def load_trained_cnn(path: str | Path = CHECKPOINT, expected_sha256: str | None = None) -> DigitsCNN:

@@ -121,6 +121,7 @@ def train(
     on_epoch_start: Callable[[int], None] | None = None,
     progress: bool = True,
     desc: str = "training",
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> list[float]:
     """Train ``model`` on ``data.x_train`` with cross-entropy; return validation accuracy per epoch.
 
@@ -133,11 +134,15 @@ def train(
         on_epoch_start: called as ``on_epoch_start(epoch)`` before each epoch (0-based): the
             hook gradual pruning uses to prune on a schedule.
         progress: show a progress bar (:func:`lessons_lib.progress.progress_bar`).
+        penalty: ``penalty(model)``, a 0-d tensor added to every step's loss (e.g. an L1 term on
+            BatchNorm scales, :func:`cnn.bn_l1_penalty`).
 
     Every argument is checked once, before the first step (``data`` against ``model``).
     """
     require_module(model, "model")
     _check_loop(epochs, lr, batch_size, seed, on_epoch_start, desc, progress)
+    if penalty is not None:
+        require_callable(penalty, "penalty")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     check_split(data, model)
@@ -156,6 +161,8 @@ def train(
         model.train()
         for batch in torch.randperm(n, generator=generator).split(batch_size):
             loss = F.cross_entropy(model(data.x_train[batch]), data.y_train[batch])
+            if penalty is not None:
+                loss = loss + penalty(model)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -159,3 +159,49 @@ def test_train_cnn_returns_validation_accuracy_per_epoch_and_learns():
     assert len(history) == 5 and history[-1] > 0.5           # chance is 0.1
     with pytest.raises(TypeError, match="model must be a lessons_lib.cnn.DigitsCNN"):
         train_cnn(torch.nn.Linear(64, 10), digits_split(), epochs=1)
+
+
+def test_channel_scores_are_the_writing_filters_norms_or_bn_scales():
+    from lessons_lib.cnn import channel_scores
+    model = _trained_looking()
+    l1, bn = channel_scores(model, "l1"), channel_scores(model, "bn")
+    shapes = {k: tuple(v.shape) for k, v in l1.items()}
+    assert shapes == {"residual": (8,), "blocks.0.inner": (6,), "blocks.1.inner": (5,)}
+    assert torch.allclose(l1["blocks.1.inner"], model.blocks[1].conv1.weight.abs().sum(dim=(1, 2, 3)))
+    expected = model.stem_bn.weight.abs() + sum(b.bn2.weight.abs() for b in model.blocks)
+    assert torch.allclose(bn["residual"], expected)
+    with pytest.raises(ValueError, match="kind must be 'l1', 'l2' or 'bn'"):
+        channel_scores(model, "taylor")
+
+
+def test_dropping_a_block_is_exactly_zeroing_its_branch():
+    from lessons_lib.cnn import block_scores_cosine, block_scores_loss, drop_blocks
+    model = _trained_looking(config=CNNConfig(width=8, inner=[6, 5, 4]))
+    shallow = drop_blocks(model, [0, 2])
+    assert shallow.config.inner == [6, 4]
+    zeroed = _trained_looking(config=CNNConfig(width=8, inner=[6, 5, 4]))
+    zeroed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        zeroed.blocks[1].bn2.weight.zero_()
+        zeroed.blocks[1].bn2.bias.zero_()
+        x, y = torch.randn(12, 64), torch.randint(0, 10, (12,))
+        assert torch.allclose(shallow(x), zeroed(x), atol=1e-6)
+    cosine, loss = block_scores_cosine(zeroed, x), block_scores_loss(zeroed, x, y)
+    assert cosine.shape == (3,) and cosine[1].abs() < 1e-5 and (cosine[[0, 2]] > 1e-3).all()
+    assert loss[1].abs() < 1e-5
+    for bad in ([3], [0, 0], [True]):
+        with pytest.raises(ValueError, match="keep_blocks must be a list of distinct block indices"):
+            drop_blocks(model, bad)
+
+
+def test_the_bn_penalty_pushes_scales_down():
+    from lessons_lib.cnn import bn_l1_penalty, train_cnn
+    from lessons_lib.data import digits_split
+    data = digits_split()
+    plain, slimmed = (DigitsCNN(CNNConfig(width=8, inner=[8])) for _ in range(2))
+    slimmed.load_state_dict(plain.state_dict())
+    train_cnn(plain, data, epochs=2, progress=False)
+    train_cnn(slimmed, data, epochs=2, progress=False, bn_l1=1e-2)
+    assert bn_l1_penalty(slimmed, 1.0) < bn_l1_penalty(plain, 1.0)
+    with pytest.raises(ValueError, match="bn_l1"):
+        train_cnn(plain, data, epochs=1, bn_l1=-1.0)
