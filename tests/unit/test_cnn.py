@@ -205,3 +205,26 @@ def test_the_bn_penalty_pushes_scales_down():
     assert bn_l1_penalty(slimmed, 1.0) < bn_l1_penalty(plain, 1.0)
     with pytest.raises(ValueError, match="bn_l1"):
         train_cnn(plain, data, epochs=1, bn_l1=-1.0)
+
+
+@pytest.mark.parametrize(("root", "group"), [("stem", "residual"), ("blocks.1.conv1", "blocks.1.inner")])
+def test_torch_pruning_finds_the_same_groups_and_gives_the_same_model(root, group):
+    """Optional cross-check against Torch-Pruning's DepGraph (Fang et al., 2023), if installed:
+    pruning the same channels there gives our slim model, parameter for parameter."""
+    tp = pytest.importorskip("torch_pruning")
+    from lessons_lib.cnn import load_trained_cnn
+    from lessons_lib.measure import count_parameters
+    theirs, dense = load_trained_cnn(), load_trained_cnn()
+    graph = tp.DependencyGraph().build_dependency(theirs, example_inputs=torch.randn(2, 1, 8, 8))
+    drop = [1, 5, 7, 20]
+    pruning_group = graph.get_pruning_group(theirs.get_submodule(root), tp.prune_conv_out_channels, idxs=drop)
+    names = {name for name, module in theirs.named_modules() for dep, _ in pruning_group
+             if module is dep.target.module}
+    assert names == {key.rsplit(".", 1)[0] for key, _ in channel_groups(dense)[group]}
+    pruning_group.prune()
+    keep = [c for c in range(32) if c not in drop]
+    ours = slim_cnn(dense, keep) if group == "residual" else slim_cnn(dense, None, {group: keep})
+    x = torch.randn(8, 64)
+    with torch.no_grad():
+        assert count_parameters(theirs) == count_parameters(ours)
+        assert torch.allclose(theirs(x), ours(x), atol=1e-6)

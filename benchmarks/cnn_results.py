@@ -1,0 +1,134 @@
+"""Issue 16's targets for the residual digits CNN, over seeds, with yes/no per line.
+
+    python benchmarks/cnn_results.py     # ~4 min on one thread; writes benchmarks/results/cnn.md
+
+The dense model is the committed checkpoint (scripts/train_cnn_checkpoint.py); the dense recipe's
+stability is checked by training it again from 5 seeds. Accuracies are on the digits' test split;
+every choice (channels, blocks) uses training or validation images only.
+"""
+
+from __future__ import annotations
+
+import statistics
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from lessons_lib.cnn import (
+    CNNConfig,
+    DigitsCNN,
+    block_scores_cosine,
+    block_scores_loss,
+    channel_scores,
+    drop_blocks,
+    load_trained_cnn,
+    slim_cnn,
+    train_cnn,
+)
+from lessons_lib.data import digits_split
+from lessons_lib.measure import count_parameters, interleaved_latency_ms, multiply_adds
+from lessons_lib.repro import seed_everything
+from lessons_lib.slimming import keep_top
+from lessons_lib.training import accuracy
+
+OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+SEEDS = (0, 1, 2)
+FINE_TUNE = dict(epochs=10, lr=1e-3)
+
+
+def fine_tuned(model_fn, data) -> list[float]:
+    """Test accuracy after the fine-tuning recipe, one fresh model per seed."""
+    result = []
+    for seed in SEEDS:
+        model = model_fn()
+        train_cnn(model, data, seed=seed, progress=False, **FINE_TUNE)
+        result.append(accuracy(model, data.x_test, data.y_test))
+    return result
+
+
+def speed(dense, slim, data) -> dict:
+    """batch -> (measured speed-up, multiply-add ratio), interleaved timing, one thread."""
+    result = {}
+    for n in (1, 64):
+        x = data.x_test[:n]
+        with torch.no_grad():
+            ms = interleaved_latency_ms({"dense": lambda x=x: dense(x), "slim": lambda x=x: slim(x)}, rounds=7)
+        result[n] = (ms["dense"] / ms["slim"], multiply_adds(dense, x) / multiply_adds(slim, x))
+    return result
+
+
+def pct(values) -> str:
+    return f"{100 * statistics.mean(values):.1f} [{100 * min(values):.1f}-{100 * max(values):.1f}]"
+
+
+def main() -> None:
+    seed_everything(0, threads=1)
+    data = digits_split()
+    dense = load_trained_cnn()
+    dense_acc = accuracy(dense, data.x_test, data.y_test)
+    stability = []
+    for seed in range(5):
+        torch.manual_seed(seed)
+        model = DigitsCNN(CNNConfig())
+        train_cnn(model, data, seed=seed, progress=False)
+        stability.append(accuracy(model, data.x_test, data.y_test))
+
+    scores = channel_scores(dense, "bn")
+    inner = {name: keep_top(s, len(s) // 2) for name, s in scores.items() if name != "residual"}
+    residual = keep_top(scores["residual"], len(scores["residual"]) // 2)
+    variants = {"inner channels halved (|γ|)": lambda: slim_cnn(dense, None, inner),
+                "inner and residual channels halved (|γ|)": lambda: slim_cnn(dense, residual, inner)}
+    width = {name: fine_tuned(make, data) for name, make in variants.items()}
+    speeds = {name: speed(dense, make(), data) for name, make in variants.items()}
+
+    cosine, loss = block_scores_cosine(dense, data.x_val), block_scores_loss(dense, data.x_val, data.y_val)
+    drop = int(cosine.argmin())
+    shallow = lambda: drop_blocks(dense, [b for b in range(len(dense.blocks)) if b != drop])   # noqa: E731
+    budget = count_parameters(shallow())
+    # width pruning to the same parameter budget: the fewest inner channels per block that stay above it
+    keep = max(k for k in range(1, dense.config.inner[0] + 1)
+               if count_parameters(slim_cnn(dense, None, {n: keep_top(s, k) for n, s in scores.items()
+                                                           if n != "residual"})) <= budget)
+    narrow = lambda: slim_cnn(dense, None, {n: keep_top(s, keep) for n, s in scores.items() if n != "residual"})  # noqa: E731
+    depth_vs_width = {f"depth: block {drop} dropped (lowest 1 - cos)": (count_parameters(shallow()),
+                                                                        fine_tuned(shallow, data)),
+                      f"width: {keep} inner channels per block (|γ|)": (count_parameters(narrow()),
+                                                                       fine_tuned(narrow, data))}
+
+    both = width["inner and residual channels halved (|γ|)"]
+    lines = ["# CNN results (issue 16)", "",
+             f"Shipped dense CNN: {count_parameters(dense):,} parameters, test accuracy {100 * dense_acc:.1f}%. "
+             f"The recipe retrained from 5 seeds: {pct(stability)} (mean [min-max]).", "",
+             f"## Channels halved, fine-tuned {FINE_TUNE['epochs']} epochs (seeds {', '.join(map(str, SEEDS))})", "",
+             "| variant | parameters | test accuracy | speed-up batch 1 | batch 64 | multiply-add ratio |",
+             "|---|---|---|---|---|---|"]
+    for name, make in variants.items():
+        (s1, _), (s64, ratio) = speeds[name][1], speeds[name][64]
+        lines.append(f"| {name} | {count_parameters(make()):,} | {pct(width[name])} | {s1:.2f}x | {s64:.2f}x | "
+                     f"{ratio:.2f}x |")
+    lines += ["", "## Whole blocks", "",
+              "| block | 1 - cos(input, output) | loss increase when dropped |", "|---|---|---|"]
+    lines += [f"| {b} | {cosine[b]:.3f} | {loss[b]:.3f} |" for b in range(len(cosine))]
+    lines += ["", "| equal parameters, fine-tuned | parameters | test accuracy |", "|---|---|---|"]
+    lines += [f"| {name} | {params:,} | {pct(accs)} |" for name, (params, accs) in depth_vs_width.items()]
+    targets = [
+        ("the dense recipe is stable: every one of 5 seeds within 2 points of the best",
+         max(stability) - min(stability) <= 0.02),
+        ("half the channels of every block (inner and residual) removed and fine-tuned: within 1 point of dense "
+         "(mean of 3 seeds)", statistics.mean(both) >= dense_acc - 0.01),
+        ("... and >= 1.6x faster at batch 64", speeds["inner and residual channels halved (|γ|)"][64][0] >= 1.6),
+        ("the cosine score and the loss increase rank the blocks alike",
+         torch.equal(cosine.argsort(), loss.argsort())),
+    ]
+    lines += ["", "## Targets", "", "| target | met |", "|---|---|"]
+    lines += [f"| {text} | {'yes' if flag else '**no**'} |" for text, flag in targets]
+    lines += ["", f"_Measured {date.today().isoformat()} by `benchmarks/cnn_results.py` (one PyTorch thread)._"]
+    text = "\n".join(lines) + "\n"
+    OUT.mkdir(exist_ok=True)
+    (OUT / "cnn.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
