@@ -27,7 +27,7 @@ from lessons_lib.cnn import (
     train_cnn,
 )
 from lessons_lib.data import digits_split
-from lessons_lib.measure import count_parameters, interleaved_latency_ms, multiply_adds
+from lessons_lib.measure import count_parameters, speedup_vs_arithmetic
 from lessons_lib.repro import seed_everything
 from lessons_lib.slimming import keep_top
 from lessons_lib.training import accuracy
@@ -49,13 +49,7 @@ def fine_tuned(model_fn, data) -> list[float]:
 
 def speed(dense, slim, data) -> dict:
     """batch -> (measured speed-up, multiply-add ratio), interleaved timing, one thread."""
-    result = {}
-    for n in (1, 64):
-        x = data.x_test[:n]
-        with torch.no_grad():
-            ms = interleaved_latency_ms({"dense": lambda x=x: dense(x), "slim": lambda x=x: slim(x)}, rounds=7)
-        result[n] = (ms["dense"] / ms["slim"], multiply_adds(dense, x) / multiply_adds(slim, x))
-    return result
+    return {n: speedup_vs_arithmetic(dense, slim, data.x_test[:n]) for n in (1, 64)}
 
 
 def pct(values) -> str:

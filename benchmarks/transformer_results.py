@@ -27,7 +27,7 @@ from lessons_lib.gpt_structured import (
     slim_gpt,
     slim_gpt_to,
 )
-from lessons_lib.measure import count_parameters, interleaved_latency_ms, multiply_adds
+from lessons_lib.measure import count_parameters, speedup_vs_arithmetic
 from lessons_lib.pruning import copy_model, input_norms, masked_copy, prunable_layers
 from lessons_lib.reconstruction import prune_reconstruct
 from lessons_lib.repro import seed_everything
@@ -182,13 +182,7 @@ def distillation(dense, task) -> dict:
 
 def latency(dense, slim, task) -> dict:
     """batch -> (measured speed-up, multiply-add ratio), interleaved timing, one thread."""
-    result = {}
-    for n in (1, 256):
-        x = task.x_test[:n]
-        with torch.no_grad():
-            ms = interleaved_latency_ms({"dense": lambda x=x: dense(x), "slim": lambda x=x: slim(x)}, rounds=7)
-        result[n] = (ms["dense"] / ms["slim"], multiply_adds(dense, x) / multiply_adds(slim, x))
-    return result
+    return {n: speedup_vs_arithmetic(dense, slim, task.x_test[:n]) for n in (1, 256)}
 
 
 def pct(values) -> str:

@@ -212,3 +212,12 @@ def interleaved_latency_ms(fns: Mapping[str, Callable[[], object]], rounds: int 
         for name, fn in fns.items():
             times[name].append(latency_ms(fn, min_run_time))
     return {name: statistics.median(values[1:]) for name, values in times.items()}
+
+
+def speedup_vs_arithmetic(dense: nn.Module, slim: nn.Module, x: torch.Tensor, rounds: int = 7) -> tuple[float, float]:
+    """``(measured speed-up, multiply-add ratio)`` of ``slim`` over ``dense`` on the batch ``x``:
+    forward passes timed in turns (:func:`interleaved_latency_ms`, no gradients), beside what the
+    speed-up would be if arithmetic were all that took time (:func:`multiply_adds`)."""
+    with torch.no_grad():
+        ms = interleaved_latency_ms({"dense": lambda: dense(x), "slim": lambda: slim(x)}, rounds=rounds)
+    return ms["dense"] / ms["slim"], multiply_adds(dense, x) / multiply_adds(slim, x)

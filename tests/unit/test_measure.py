@@ -181,3 +181,11 @@ def test_accuracy_vs_sparsity_checks_everything_first(kwargs, error, message):
     with pytest.raises(error, match=message):
         accuracy_vs_sparsity(**args)
     assert calls == []                                                       # no copy was pruned first
+
+
+def test_speedup_vs_arithmetic_gives_the_multiply_add_ratio_beside_the_timing():
+    from lessons_lib.measure import speedup_vs_arithmetic
+    torch.manual_seed(0)
+    dense, slim = torch.nn.Linear(64, 64), torch.nn.Linear(64, 32)
+    measured, ratio = speedup_vs_arithmetic(dense, slim, torch.randn(8, 64), rounds=1)
+    assert ratio == 2.0 and measured > 0
