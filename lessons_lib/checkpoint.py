@@ -25,6 +25,8 @@ def load_verified(path: str | Path, expected_sha256: str | None = None,
     if not isinstance(path, (str, Path)):
         raise TypeError(f"path must be a str or pathlib.Path, got {type(path).__name__}")
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"path={str(path)!r} is a directory: pass the checkpoint file inside it")
     if not path.is_file():
         raise FileNotFoundError(f"path={str(path)!r} is not a file; run {script} to make it")
     expected = _expected_sha256(path) if expected_sha256 is None else expected_sha256
@@ -56,6 +58,9 @@ def _expected_sha256(path: Path) -> object:
 def write_record(path: Path, **metrics: object) -> dict:
     """Write ``<name>.json`` beside the checkpoint ``path``: its file name, SHA-256, the torch
     version and ``metrics``; return the record."""
+    reserved = {"file", "sha256", "torch"} & set(metrics)
+    if reserved:
+        raise ValueError(f"metrics must not be named {sorted(reserved)}: the record sets those itself")
     record = {"file": path.name, "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **metrics,
               "torch": torch.__version__.split("+")[0]}
     path.with_suffix(".json").write_text(json.dumps(record, indent=1) + "\n")

@@ -34,8 +34,9 @@ from torch import nn
 
 from .checkpoint import load_verified
 from .data import Split
-from .training import train
-from .validate import require_lr, require_number, require_positive_int
+from .slimming import refuse_foreign_hooks
+from .training import check_labels, train
+from .validate import require_indices, require_lr, require_mapping, require_number, require_positive_int
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class CNNConfig:
                 isinstance(c, numbers.Integral) and not isinstance(c, bool) and c >= 1 for c in self.inner):
             raise ValueError(f"inner must be a list of ints >= 1, one per block, got {self.inner!r}")
         object.__setattr__(self, "inner", [int(c) for c in self.inner])
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "classes", int(self.classes))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,24 +94,57 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(config.width, config.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.shape[1:] not in ((64,), (1, 8, 8)):
-            raise ValueError(f"x must be float images of shape (B, 64) or (B, 1, 8, 8), got "
-                             f"{getattr(x, 'shape', type(x).__name__)} of {getattr(x, 'dtype', '')}")
-        x = F.relu(self.stem_bn(self.stem(x.reshape(-1, 1, 8, 8))))         # (B, width, 8, 8)
+        x = F.relu(self.stem_bn(self.stem(_images(x))))                     # (B, width, 8, 8)
         for block in self.blocks:
             x = block(x)
         return self.fc(x.mean(dim=(2, 3)))                                  # (B, width) -> (B, classes)
 
 
+def _images(x: object, like: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` as ``(B, 1, 8, 8)`` if it is a float tensor ``(B, 64)`` or ``(B, 1, 8, 8)``, B >= 1,
+    with ``like``'s dtype and device when given."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.shape[1:] not in ((64,), (1, 8, 8)) \
+            or x.shape[0] == 0:
+        raise ValueError(f"x must be float images of shape (B, 64) or (B, 1, 8, 8) with B >= 1, got "
+                         f"{getattr(x, 'shape', type(x).__name__)} of {getattr(x, 'dtype', '')}")
+    if like is not None and (x.dtype, x.device) != (like.dtype, like.device):
+        raise ValueError(f"x must have the model's dtype and device ({like.dtype} on {like.device}), "
+                         f"got {x.dtype} on {x.device}")
+    return x.reshape(-1, 1, 8, 8)
+
+
+def _require_cnn(model: object) -> DigitsCNN:
+    """``model`` if it is exactly a DigitsCNN (not a subclass), without foreign hooks or pruning
+    masks: the functions here rebuild the model from its config and tensors, and would drop them."""
+    if type(model) is not DigitsCNN:
+        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN (not a subclass), got {type(model).__name__}")
+    refuse_foreign_hooks(model)
+    pruned = [name for name, module in model.named_modules() if any(n.endswith("_orig") for n, _ in
+                                                                       module.named_parameters(recurse=False))]
+    if pruned:
+        raise ValueError(f"model has pruning masks on {pruned}: call pruning.remove_masks(model) first")
+    return model
+
+
+def _rebuild(model: DigitsCNN, config: CNNConfig, state: dict[str, torch.Tensor]) -> DigitsCNN:
+    """A DigitsCNN of ``config`` holding ``state`` (fresh tensors, ``model``'s dtype and device and
+    mode), built without initialising weights that are about to be replaced (so no random numbers
+    are drawn)."""
+    with torch.device("meta"):
+        new = DigitsCNN(config)
+    new.load_state_dict({k: v.detach().clone() for k, v in state.items()}, assign=True)
+    return new.train(model.training)
+
+
 def channel_groups(model: DigitsCNN) -> dict[str, list[tuple[str, int]]]:
-    """The groups of tensor slices that must lose the same channels, found by walking the model:
+    """The groups of tensor slices that must lose the same channels, listed by following this
+    family's structure (stem, then each block's two convolutions and the classifier):
     name -> ``[(parameter or buffer name, dimension), ...]``.
 
     ``"residual"``: everything a skip connection adds together; ``"blocks.i.inner"``: block i's
     own channels. A channel index removed from a group is removed along that dimension of
     every tensor listed (BatchNorm's weight, bias and both running statistics included)."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    _require_cnn(model)
 
     def batchnorm(name: str) -> list[tuple[str, int]]:
         return [(f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
@@ -129,26 +165,26 @@ def slim_cnn(model: DigitsCNN, keep_residual: torch.Tensor | list[int] | None = 
     ``"blocks.i.inner"`` named in ``keep_inner``, those inner channels (groups not named keep
     everything). Every tensor of :func:`channel_groups` is sliced, BatchNorm statistics
     included, so in eval mode the slim model computes what ``model`` computes with the other
-    channels' BatchNorm outputs forced to 0. ``model`` is not modified."""
+    channels' BatchNorm outputs forced to 0. Keeps are 1-D int indices (list, tensor or numpy
+    array), distinct, at least one. ``model`` is not modified; the new model has its dtype,
+    device and mode."""
     groups = channel_groups(model)
     config = model.config
     keep = {"residual": _indices(keep_residual, config.width, "keep_residual")}
-    keep_inner = {} if keep_inner is None else keep_inner
+    keep_inner = {} if keep_inner is None else require_mapping(keep_inner, "keep_inner", "'blocks.i.inner' to indices")
     for name in keep_inner:
         if name not in groups or name == "residual":
             raise ValueError(f"keep_inner has key {name!r}; expected one of {[g for g in groups if g != 'residual']}")
     for i, width in enumerate(config.inner):
         name = f"blocks.{i}.inner"
         keep[name] = _indices(keep_inner.get(name), width, f"keep_inner[{name!r}]")
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = dict(model.state_dict())
     for group, slices in groups.items():
         for key, dim in slices:
-            state[key] = state[key].index_select(dim, keep[group])
-    new = DigitsCNN(CNNConfig(width=len(keep["residual"]),
-                              inner=[len(keep[f"blocks.{i}.inner"]) for i in range(len(config.inner))],
-                              classes=config.classes))
-    new.load_state_dict(state)
-    return new.to(next(model.parameters()).device).train(model.training)
+            state[key] = state[key].index_select(dim, keep[group].to(state[key].device))
+    return _rebuild(model, CNNConfig(width=len(keep["residual"]),
+                                     inner=[len(keep[f"blocks.{i}.inner"]) for i in range(len(config.inner))],
+                                     classes=config.classes), state)
 
 
 def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor]:
@@ -157,8 +193,7 @@ def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor
     filter for an inner channel; for a residual channel the stem's and every block's ``conv2``
     filters, their norms added); ``"bn"``: ``|γ|`` of the BatchNorm right after those filters
     (Network Slimming, Liu et al. 2017), added up the same way. Group name -> ``(channels,)``."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    _require_cnn(model)
     if kind not in ("l1", "l2", "bn"):
         raise ValueError(f"kind must be 'l1', 'l2' or 'bn', got {kind!r}")
 
@@ -172,25 +207,24 @@ def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor
 
 
 def bn_l1_penalty(model: DigitsCNN, strength: float) -> torch.Tensor:
-    """``strength · Σ|γ|`` over every BatchNorm of ``model``: Network Slimming's sparsity term,
-    added to the loss so that training pushes the scales of unneeded channels towards 0."""
-    return strength * sum(m.weight.abs().sum() for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    """``strength · Σ|γ|`` over every BatchNorm of ``model``, a 0-d tensor: Network Slimming's
+    sparsity term, added to the loss so that training pushes the scales of unneeded channels
+    towards 0. ``strength`` is a number >= 0."""
+    strength = require_number(strength, "strength", minimum=0)
+    total = torch.zeros((), dtype=model.fc.weight.dtype, device=model.fc.weight.device)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            total = total + m.weight.abs().sum()
+    return strength * total
 
 
 def drop_blocks(model: DigitsCNN, keep_blocks: list[int]) -> DigitsCNN:
-    """A new, shallower DigitsCNN with only the residual blocks ``keep_blocks`` (in order). Each
-    block reads the output of a ReLU, so skipping it is exactly the identity: the shallow model
-    computes what ``model`` computes with those blocks' residual branches set to 0."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
-    n = len(model.blocks)
-    if not isinstance(keep_blocks, (list, tuple, range)) or not all(
-            isinstance(b, numbers.Integral) and not isinstance(b, bool) for b in keep_blocks) or (
-            len(set(keep_blocks)) != len(keep_blocks) or any(not 0 <= b < n for b in keep_blocks)):
-        raise ValueError(f"keep_blocks must be a list of distinct block indices in [0, {n}), got {keep_blocks!r}")
-    kept = sorted(int(b) for b in keep_blocks)
-    new = DigitsCNN(CNNConfig(width=model.config.width, inner=[model.config.inner[b] for b in kept],
-                              classes=model.config.classes))
+    """A new, shallower DigitsCNN with only the residual blocks ``keep_blocks`` (distinct indices,
+    possibly none; they stay in the model's order). Each block reads the output of a ReLU, so
+    skipping it is exactly the identity: the shallow model computes what ``model`` computes with
+    those blocks' residual branches set to 0. ``model`` is not modified."""
+    _require_cnn(model)
+    kept = sorted(require_indices(keep_blocks, len(model.blocks), "keep_blocks", allow_empty=True).tolist())
     state = {}
     for key, value in model.state_dict().items():
         if key.startswith("blocks."):
@@ -198,40 +232,46 @@ def drop_blocks(model: DigitsCNN, keep_blocks: list[int]) -> DigitsCNN:
             if int(index) not in kept:
                 continue
             key = f"blocks.{kept.index(int(index))}.{rest}"
-        state[key] = value.detach().clone()
-    new.load_state_dict(state)
-    return new.to(next(model.parameters()).device).train(model.training)
+        state[key] = value
+    return _rebuild(model, CNNConfig(width=model.config.width, inner=[model.config.inner[b] for b in kept],
+                                     classes=model.config.classes), state)
 
 
 @torch.no_grad()
 def block_scores_cosine(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
     """``(blocks,)``: 1 − the mean cosine similarity between each block's input and output, over
-    every pixel position of every image in ``x`` (each position a ``width``-vector), in eval
-    mode. A block whose output points where its input did changes little: the depth-pruning
-    criterion of recent LLM work (e.g. Men et al., "ShortGPT", 2024), here with pixels for tokens."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    every pixel position (a ``width``-vector) of every image in ``x`` ``(B, 64)`` or
+    ``(B, 1, 8, 8)``, in eval mode; positions where either vector is all zero are left out. A
+    block whose output points where its input did changes little: the depth-pruning criterion of
+    recent LLM work (e.g. Men et al., "ShortGPT", 2024), here with pixels for tokens."""
+    _require_cnn(model)
+    x = _images(x, model.fc.weight)
     scores, was_training = [], model.training
     model.eval()
     try:
-        h = F.relu(model.stem_bn(model.stem(x.reshape(-1, 1, 8, 8))))
+        h = F.relu(model.stem_bn(model.stem(x)))
         for block in model.blocks:
             out = block(h)
-            cos = F.cosine_similarity(h.flatten(2), out.flatten(2), dim=1, eps=1e-8)      # (B, 64)
-            scores.append(1 - cos.mean())
+            used = (h.norm(dim=1) > 0) & (out.norm(dim=1) > 0)                # (B, 8, 8): skip all-zero pixels
+            cos = F.cosine_similarity(h, out, dim=1)[used]
+            scores.append(1 - cos.mean() if cos.numel() else h.new_zeros(()))
             h = out
     finally:
         model.train(was_training)
-    return torch.stack(scores)
+    return torch.stack(scores) if scores else x.new_zeros(0)
 
 
 @torch.no_grad()
 def block_scores_loss(model: DigitsCNN, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``(blocks,)``: how much the cross-entropy on ``x``, ``y`` rises when each block alone is
-    dropped (:func:`drop_blocks`), in eval mode: the ground truth the cosine score estimates."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    """``(blocks,)``: how much the cross-entropy on images ``x`` ``(B, 64)`` with labels ``y``
+    ``(B,)`` rises when each block alone is dropped (:func:`drop_blocks`), in eval mode: the
+    ground truth the cosine score estimates."""
+    _require_cnn(model)
+    x = _images(x, model.fc.weight)
+    check_labels(y, len(x), model.config.classes)
     n = len(model.blocks)
+    if n == 0:
+        return x.new_zeros(0)
     base = F.cross_entropy(drop_blocks(model, list(range(n))).eval()(x), y)
     return torch.stack([F.cross_entropy(drop_blocks(model, [b for b in range(n) if b != i]).eval()(x), y) - base
                         for i in range(n)])
@@ -241,24 +281,24 @@ def _indices(keep: object, width: int, name: str) -> torch.Tensor:
     """``keep`` (None = all) as sorted distinct int64 indices in ``[0, width)``, at least one."""
     if keep is None:
         return torch.arange(width)
-    values = keep.tolist() if isinstance(keep, torch.Tensor) else keep
-    if not isinstance(values, (list, tuple, range)) or not all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
-        raise TypeError(f"{name} must be a list or 1-D tensor of int channel indices, got {keep!r:.80}")
-    if not values or len(set(values)) != len(values) or min(values) < 0 or max(values) >= width:
-        raise ValueError(f"{name} must hold at least one distinct index in [0, {width}), got {list(values)!r:.80}")
-    return torch.tensor(sorted(int(v) for v in values), dtype=torch.int64)
+    return require_indices(keep, width, name).sort().values
 
 
 def save_cnn(model: DigitsCNN) -> dict:
-    """Config (a plain dict) and state_dict: what ``torch.load(..., weights_only=True)`` reads."""
-    return {"config": model.config.to_dict(), "state_dict": model.state_dict()}
+    """Config (a plain dict) and a copy of the state_dict: what ``torch.load(..., weights_only=True)``
+    reads."""
+    _require_cnn(model)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return {"config": model.config.to_dict(), "state_dict": state}
 
 
 def load_cnn(saved: dict) -> DigitsCNN:
     """The model :func:`save_cnn` saved, in eval mode."""
-    model = DigitsCNN(CNNConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"])
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict) or "state_dict" not in saved:
+        raise ValueError("saved must be what save_cnn returns: a dict with 'config' (a dict) and 'state_dict'")
+    with torch.device("meta"):
+        model = DigitsCNN(CNNConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"], assign=True)
     return model.eval()
 
 
@@ -268,12 +308,11 @@ CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "cnn_digits.pt"  
 def train_cnn(model: DigitsCNN, data: Split, epochs: int = 20, lr: float = 3e-3, batch_size: int = 64,
               seed: int = 0, progress: bool = True, desc: str = "training", bn_l1: float = 0.0) -> list[float]:
     """The CNN recipe: :func:`training.train` with AdamW (weight decay 1e-4) whose learning rate
-    falls from ``lr`` to 0 along a half cosine over the ``epochs``; returns validation accuracy
-    per epoch. With a constant rate the BatchNorm network's validation accuracy swung by several
-    points from epoch to epoch; the decay lets it settle. ``bn_l1 > 0`` adds
+    falls from ``lr`` towards 0 along a half cosine over the ``epochs`` (set at each epoch's
+    start); returns validation accuracy per epoch. With a constant rate the BatchNorm network's
+    validation accuracy swung by several points from epoch to epoch; the decay lets it settle. ``bn_l1 > 0`` adds
     :func:`bn_l1_penalty` with that strength to the loss (Network Slimming)."""
-    if not isinstance(model, DigitsCNN):
-        raise TypeError(f"model must be a lessons_lib.cnn.DigitsCNN, got {type(model).__name__}")
+    _require_cnn(model)
     epochs, lr = require_positive_int(epochs, "epochs"), require_lr(lr)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
 

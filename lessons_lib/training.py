@@ -143,6 +143,9 @@ def train(
     _check_loop(epochs, lr, batch_size, seed, on_epoch_start, desc, progress)
     if penalty is not None:
         require_callable(penalty, "penalty")
+        value = penalty(model)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise TypeError(f"penalty(model) must return a 0-d tensor to add to the loss, got {value!r:.60}")
     if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
     check_split(data, model)

@@ -113,10 +113,11 @@ def test_slim_model_saves_and_reloads_from_config_and_state_dict():
 
 
 @pytest.mark.parametrize(("args", "error", "message"), [
-    (([],), ValueError, "keep_residual must hold at least one"),
-    (([8],), ValueError, r"keep_residual must hold at least one distinct index in \[0, 8\)"),
-    (([1, 1],), ValueError, "distinct"),
-    (([0.5],), TypeError, "keep_residual must be a list"),
+    (([],), ValueError, "keep_residual must keep at least one index"),
+    (([8],), ValueError, r"keep_residual must hold indices in \[0, 7\]"),
+    (([1, 1],), ValueError, "keep_residual must not repeat an index"),
+    (([0.5],), TypeError, "keep_residual must hold int indices"),
+    ((None, ["blocks.0.inner"]), TypeError, "keep_inner"),
     ((None, {"blocks.2.inner": [0]}), ValueError, "keep_inner has key 'blocks.2.inner'"),
     ((None, {"residual": [0]}), ValueError, "keep_inner has key 'residual'"),
     ((None, {"blocks.0.inner": [6]}), ValueError, r"keep_inner\['blocks.0.inner'\]"),
@@ -189,9 +190,10 @@ def test_dropping_a_block_is_exactly_zeroing_its_branch():
     cosine, loss = block_scores_cosine(zeroed, x), block_scores_loss(zeroed, x, y)
     assert cosine.shape == (3,) and cosine[1].abs() < 1e-5 and (cosine[[0, 2]] > 1e-3).all()
     assert loss[1].abs() < 1e-5
-    for bad in ([3], [0, 0], [True]):
-        with pytest.raises(ValueError, match="keep_blocks must be a list of distinct block indices"):
+    for bad, error in (([3], ValueError), ([0, 0], ValueError), ([True], TypeError)):
+        with pytest.raises(error, match="keep_blocks must"):
             drop_blocks(model, bad)
+    assert drop_blocks(model, []).config.inner == [] and block_scores_cosine(drop_blocks(model, []), x).shape == (0,)
 
 
 def test_the_bn_penalty_pushes_scales_down():
@@ -228,3 +230,44 @@ def test_torch_pruning_finds_the_same_groups_and_gives_the_same_model(root, grou
     with torch.no_grad():
         assert count_parameters(theirs) == count_parameters(ours)
         assert torch.allclose(theirs(x), ours(x), atol=1e-6)
+
+
+
+def test_the_rebuilt_models_keep_dtype_device_and_draw_no_random_numbers():
+    from lessons_lib.cnn import drop_blocks, load_cnn
+    model = _trained_looking().double()
+    state = torch.random.get_rng_state()
+    slim, shallow = slim_cnn(model, [0, 1, 2]), drop_blocks(model, [1])
+    reloaded = load_cnn(save_cnn(model))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert {p.dtype for m in (slim, shallow, reloaded) for p in m.parameters()} == {torch.float64}
+    x = torch.randn(3, 64, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(reloaded(x), model(x))
+
+
+def test_subclasses_hooks_and_pruned_models_are_refused():
+    class Mine(DigitsCNN):
+        pass
+
+    with pytest.raises(TypeError, match="not a subclass"):
+        slim_cnn(Mine(CNNConfig(width=4, inner=[4])), [0])
+    hooked = _trained_looking()
+    hooked.fc.register_forward_hook(lambda m, i, o: o * 2)
+    with pytest.raises(ValueError, match="forward hook"):
+        slim_cnn(hooked, [0])
+    pruned = _trained_looking()
+    torch.nn.utils.prune.l1_unstructured(pruned.fc, "weight", 0.5)
+    with pytest.raises(ValueError, match="pruning masks"):
+        slim_cnn(pruned, [0])
+
+
+def test_block_scores_check_their_inputs():
+    from lessons_lib.cnn import block_scores_cosine, block_scores_loss
+    model = _trained_looking()
+    with pytest.raises(ValueError, match="x must be float images"):
+        block_scores_cosine(model, torch.randn(6, 128))
+    with pytest.raises(ValueError, match="x must have the model's dtype"):
+        block_scores_cosine(model, torch.randn(6, 64, dtype=torch.float64))
+    with pytest.raises(ValueError, match="y must hold class indices"):
+        block_scores_loss(model, torch.randn(6, 64), torch.full((6,), 10))
