@@ -161,20 +161,9 @@ def exact_match(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: 
 
     With teacher forcing each digit is predicted from the true digits before it; if all of them
     are right, greedy generation writes exactly this answer, so this equals generation accuracy.
-    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits.
+    ``x``: ``(n, T)`` problems, ``y``: ``(n, d)`` answer digits. The first number of :func:`evaluate`.
     """
-    check_problems(model, x, y)
-    require_positive_int(batch_size, "batch_size")
-    was_training = model.training
-    model.eval()
-    correct = 0
-    try:
-        for start in range(0, len(x), batch_size):
-            xs, ys = x[start:start + batch_size], y[start:start + batch_size]
-            correct += (_answer_logits(model, xs, ys.shape[1]).argmax(-1) == ys).all(dim=1).sum().item()
-    finally:
-        model.train(was_training)                    # even when the model's forward raises
-    return correct / len(x)
+    return evaluate(model, x, y, batch_size)[0]
 
 
 @torch.no_grad()
@@ -196,7 +185,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
             total_loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), ys.reshape(-1),
                                           reduction="sum").item()
     finally:
-        model.train(was_training)
+        model.train(was_training)                    # even when the model's forward raises
     return correct / len(x), total_loss / y.numel()
 
 
@@ -263,7 +252,8 @@ def distill_on_task(student: nn.Module, teacher: nn.Module, task: Addition, step
 
     Loss on the answer digits of a batch, student logits ``s`` and teacher logits ``t`` ``(B, A, vocab)``:
     ``(1 - alpha) * cross-entropy(s, answers) + alpha * temperature² * KL(softmax(t/T) ‖ softmax(s/T))``
-    (the ``T²`` keeps the soft term's gradients on the scale of the hard one), plus, with
+    (the soft term's gradients shrink as ``1/T²``, so Hinton et al. multiply it by ``T²`` to keep the
+    two terms' balance when ``T`` changes), plus, with
     ``hidden_weight > 0``, that weight times the mean squared difference between the two models'
     residual streams after every block (``blocks.i`` outputs, ``(B, T, D)``: both models need the
     same number of blocks and width, as a slimmed GPT has). ``alpha=0`` and ``hidden_weight=0``
