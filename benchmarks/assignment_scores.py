@@ -1,4 +1,4 @@
-"""Lesson 09's assignment on the published curve: what the reference solution, a quick
+"""Lesson 10's assignment on the published curve: what the reference solution, a quick
 300-step attempt and a 1,000-step attempt score, each over a few fine-tuning seeds.
 
     python benchmarks/assignment_scores.py                 # ~5 min on an idle core; prints a table
@@ -14,11 +14,11 @@ per draw. The speed-up, and through the all-floors rule every point beyond the f
 on the machine and on how busy it is: say which machine, and whether it was idle, when quoting.
 
 The attempts (fine-tuning seed ``s`` from ``--seeds``):
-- reference: lesson 09's solution cell (``s = 0`` is that cell exactly): cut to 3 heads and 128
+- reference: lesson 10's solution cell (``s = 0`` is that cell exactly): cut to 3 heads and 128
   FFN neurons per layer, 200 steps; then to 3 heads and 53 neurons, 600 steps; ``lr=2e-3``,
   batch 256, fine-tuning seed ``steps + s``.
 - the reference's recipe with 300 steps (75 + 225) and with 1,000 (250 + 750).
-- lesson 08's recipe at the shape the old planning table handed out (2 heads and 85 neurons per
+- lesson 09's recipe at the shape the old planning table handed out (2 heads and 85 neurons per
   layer): one cut, then 300 or 1,000 steps, ``lr=3e-3``, batch 128, seed ``1 + s``.
 """
 
@@ -48,11 +48,11 @@ def scaled(plan: tuple, total: int) -> tuple:
 
 
 ATTEMPTS = {   # name: (cuts as (heads, ffn, steps), lr, batch size, calibration problems, seed offset)
-    "reference (09's solution cell)": (REFERENCE, 2e-3, 256, 512, 0),
+    "reference (10's solution cell)": (REFERENCE, 2e-3, 256, 512, 0),
     "reference recipe, 300 steps": (scaled(REFERENCE, 300), 2e-3, 256, 512, 0),
     "reference recipe, 1,000 steps": (scaled(REFERENCE, 1000), 2e-3, 256, 512, 0),
-    "lesson 08's recipe, 2 heads + 85, 300 steps": (((2, 85, 300),), 3e-3, 128, 256, 1),
-    "lesson 08's recipe, 2 heads + 85, 1,000 steps": (((2, 85, 1000),), 3e-3, 128, 256, 1),
+    "lesson 09's recipe, 2 heads + 85, 300 steps": (((2, 85, 300),), 3e-3, 128, 256, 1),
+    "lesson 09's recipe, 2 heads + 85, 1,000 steps": (((2, 85, 1000),), 3e-3, 128, 256, 1),
 }
 EXPLORED = {
     "explored: 2 heads + 16, 4,000 steps": (((3, 128, 300), (2, 64, 700),

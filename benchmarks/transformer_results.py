@@ -1,4 +1,4 @@
-"""Reproduce lessons 06-08's transformer results over calibration batches and seeds, and check
+"""Reproduce lessons 07-09's transformer results over calibration batches and seeds, and check
 the targets of issue 15 with a yes/no per line.
 
     python benchmarks/transformer_results.py     # ~35 min on one thread; writes benchmarks/results/transformer.md
@@ -59,7 +59,7 @@ def batches(task) -> list[torch.Tensor]:
 
 
 def grouped_masks(model, pattern, group: str, norms=None) -> dict:
-    """Lesson 06's masks: |W| or |W|·‖X_j‖, pruned within each row or over the layer (or 2:4)."""
+    """Lesson 07's masks: |W| or |W|·‖X_j‖, pruned within each row or over the layer (or 2:4)."""
     masks = {}
     for name, layer in prunable_layers(model).items():
         scores = layer.weight.detach().abs() * (1 if norms is None else norms[name][None, :])
@@ -100,7 +100,7 @@ def without_retraining(dense, task) -> dict:
 
 
 def rescaled(dense, s: float) -> torch.nn.Module:
-    """Lesson 06's function-preserving change: 8 LayerNorm features times s, the readers' columns / s."""
+    """Lesson 07's function-preserving change: 8 LayerNorm features times s, the readers' columns / s."""
     new = copy_model(dense)
     features = torch.randperm(dense.config.d_model, generator=torch.Generator().manual_seed(0))[:8]
     with torch.no_grad():
@@ -144,7 +144,7 @@ def head_choices(dense, task) -> dict:
 
 
 def fine_tuning(dense, task, seed: int) -> dict:
-    """Lesson 08's budget runs with fine-tuning seed ``seed``: one-shot and two-step iterative at
+    """Lesson 09's budget runs with fine-tuning seed ``seed``: one-shot and two-step iterative at
     300 and 1,000 steps, and one-shot + distillation at 300 steps (all batches of 128)."""
     val, calibration, test = (task.x_val[:500], task.y_val[:500]), task.x_train[:256], (task.x_test, task.y_test)
     cut = slim_gpt_to(dense, 2, 128, *val, calibration)
@@ -208,11 +208,11 @@ def main() -> None:
     tries, cut = distillation(dense, task)
     speed = latency(dense, cut, task)
 
-    lines = ["# Transformer results (lessons 06-08)", "",
+    lines = ["# Transformer results (lessons 07-09)", "",
              f"Dense checkpoint: {100 * dense_em:.1f}% test exact match (2,000 held-out problems). "
              "Mean [min-max] over the lessons' 3 calibration batches or over fine-tuning seeds "
              f"{', '.join(map(str, SEEDS))}.", "",
-             "## Without retraining (lessons 06 and 07)", "",
+             "## Without retraining (lessons 07 and 08)", "",
              "| pattern | " + " | ".join(METHODS) + " |", "|---" * (len(METHODS) + 1) + "|"]
     for p in PATTERNS:
         cells = [pct(unstr[m, p]) if (m, p) in unstr else "-" for m in METHODS]
@@ -235,15 +235,15 @@ def main() -> None:
     lines += ["", f"At 70% (reported as it comes): SparseGPT {pct(unstr['SparseGPT', 0.7])}, "
               f"OBS {pct(unstr['OBS', 0.7])}, the best mask-only variant "
               f"{100 * max(best(m, 0.7) for m in others):.1f}.", "",
-              "Under lesson 06's function-preserving rescaling (8 LayerNorm features times s, their readers' "
+              "Under lesson 07's function-preserving rescaling (8 LayerNorm features times s, their readers' "
               "columns divided by s), at 50% per row: "
               + ", ".join(f"{m} {100 * reparam[m, 1]:.1f} at s = 1, {100 * reparam[m, 8]:.1f} at s = 8"
                           for m in ("magnitude", "Wanda")) + ".", "",
-              "## Head choices (lesson 08): place among all 36 ways to keep 2 of 4 heads per layer", "",
+              "## Head choices (lesson 09): place among all 36 ways to keep 2 of 4 heads per layer", "",
               "| score | from validation 1-500 | from validation 501-1000 |", "|---|---|---|"]
     for name in ("ablation", "Michel", "batch gradient", "weight norm"):
         lines.append(f"| {name} | {places[name, 'first']} | {places[name, 'second']} |")
-    lines += ["", "## Half the heads and half the FFN neurons, with fine-tuning (lesson 08)", "",
+    lines += ["", "## Half the heads and half the FFN neurons, with fine-tuning (lesson 09)", "",
               f"Before fine-tuning: {pct([r['before fine-tuning'] for r in runs])}.", "",
               "| steps | one-shot | iterative (2 steps) | one-shot + distillation (T = 4, α = 0.9) |",
               "|---|---|---|---|"]

@@ -47,7 +47,7 @@ imports and checks it):
   residual CNN on the digits, its channel groups and channel slimming)
 - teaching: ``plots``, ``widgets`` (explorers that call the functions above and do no maths of
   their own), ``checks`` (exercise checkers; importing it loads no GPT and no scikit-learn),
-  ``assignment`` (lesson 09's rules and grader)
+  ``assignment`` (lesson 10's rules and grader)
 
 Importing the package has no side effects: nothing is seeded, trained or drawn.
 """

@@ -1,4 +1,4 @@
-"""Lesson 09's assignment: prune the tiny GPT to a budget. The rules, the grader's held-out
+"""Lesson 10's assignment: prune the tiny GPT to a budget. The rules, the grader's held-out
 problems, and how a submission is checked, measured and scored.
 
 A submission is a :class:`~lessons_lib.gpt.GPT` that must
@@ -765,7 +765,7 @@ def _require_answers(model: GPT, x: torch.Tensor, vocab_size: int) -> None:
 
 
 def grade(prune_to_budget: Callable[[GPT, Addition], object]) -> Score:
-    """Lesson 09's grading: ``prune_to_budget(dense, task)`` on a fresh copy of the shipped dense
+    """Lesson 10's grading: ``prune_to_budget(dense, task)`` on a fresh copy of the shipped dense
     GPT and the lessons' task, then :func:`score_submission` on what it returns, under
     :func:`exam_rules`. Raises :class:`SubmissionRefused` saying why when that is not a plain GPT
     or when the call changed what the grader relies on (see :class:`Seal`).

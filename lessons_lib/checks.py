@@ -4,7 +4,7 @@ wrong in plain words: which case, what was expected, what came back, and a hint.
 not started yet (its stub still raises ``NotImplementedError``) is not an error: the checker
 says so and returns :class:`NotDone`, worth 0 points, so that Run All goes on to the rest of
 the lesson, which uses the library's own version.
-(:func:`check_assignment`, lesson 09's grader, prints a score table and returns the score
+(:func:`check_assignment`, lesson 10's grader, prints a score table and returns the score
 instead; it raises only when it refuses a submission.)
 
 The exercise checkers never change the tensors they pass in, and use their own random
@@ -831,7 +831,7 @@ def _check_new_attention(where: str, attn: Attention, keep: list[int], result: o
 
 @_exercise_check
 def check_remove_heads(remove_heads_fn: Callable) -> NotDone | None:
-    """Lesson 08's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
+    """Lesson 09's exercise: ``remove_heads(attn, keep)`` returns a new ``gpt.Attention`` with only
     the heads in ``keep``, computing what ``attn`` computes with the other heads masked out.
 
     The new module must own new tensors (none shared with ``attn``, also when every head is
@@ -861,7 +861,7 @@ def check_remove_heads(remove_heads_fn: Callable) -> NotDone | None:
 
 
 def check_assignment(prune_to_budget_fn: Callable) -> Score:
-    """Lesson 09's grader: run ``prune_to_budget(dense, task)`` on a fresh copy of the shipped
+    """Lesson 10's grader: run ``prune_to_budget(dense, task)`` on a fresh copy of the shipped
     dense GPT and the lessons' addition task, then score what it returns on problems it never
     saw, drawn afresh (see :func:`lessons_lib.assignment.grade`). Prints the score table and
     returns the :class:`~lessons_lib.assignment.Score`; a submission that cannot be scored, or

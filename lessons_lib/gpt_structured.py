@@ -175,7 +175,7 @@ def head_scores_gradient(model: GPT, x: torch.Tensor, y: torch.Tensor,
     each problem gets its own ``(B, H)`` mask, so ``∂(sum of losses)/∂ξ[b]`` is problem b's.
 
     ``per_example=False`` takes ``|∂(mean loss)/∂ξ_h|`` instead (the gradient of the batch loss),
-    where per-problem gradients of opposite sign cancel: lesson 08 shows what that does.
+    where per-problem gradients of opposite sign cancel: lesson 09 shows what that does.
     ``"blocks.i.attn"`` -> ``(H_i,)`` (``(0,)`` for a layer without heads; all zeros stay zeros).
     The parameters' ``.grad`` are left as they were."""
     require_gradients("head_scores_gradient")

@@ -10,7 +10,7 @@ version is the same notebook with:
   (nbgrader's own ``ClearSolutions``, as ``make student`` uses);
 - the outputs of the solution cells, of the cells that check them, and of any later cell that
   reads a name whose value came from them, directly or through other names (``score`` in lesson
-  09, and whatever is computed from it) cleared: everything else keeps the solved run's outputs,
+  10, and whatever is computed from it) cleared: everything else keeps the solved run's outputs,
   which are exactly what the exercise version prints, because the cells after an exercise use
   the library's own version of what the learner writes;
 - a note under the title and under each exercise saying where the solution is.

@@ -22,12 +22,12 @@ CITATION = re.compile(r"\(?[A-Z][a-zA-Z&. ,]+(?:et al\.)?,? (?:19|20)\d\d\)?")
 # notebook prefix -> {number as quoted: where it comes from}
 ALLOWED = {
     "00": {"3.10": "the oldest Python the series supports (pyproject.toml requires-python)",
-           "40%": "lesson 09's parameter budget, lessons_lib.assignment.BUDGET, printed by lesson 09"},
+           "40%": "lesson 10's parameter budget, lessons_lib.assignment.BUDGET, printed by lesson 10"},
     "02": {"95.0%": "benchmarks/results/pruning.md, layer-wise one-shot + 30 epochs at 95%, 5 seeds",
            "64.6%": "benchmarks/results/pruning.md, layer-wise one-shot + 30 epochs at 98%, 5 seeds",
            "88.4%": "benchmarks/results/pruning.md, global one-shot + 30 epochs at 95%, 5 seeds",
            "18.3%": "benchmarks/results/pruning.md, global one-shot + 30 epochs at 98%, 5 seeds"},
-    "08": {"96.3%": "benchmarks/results/transformer.md, one-shot, 1,000 steps, 3 seeds",
+    "09": {"96.3%": "benchmarks/results/transformer.md, one-shot, 1,000 steps, 3 seeds",
            "94.4%": "benchmarks/results/transformer.md, iterative (2 steps), 1,000 steps, 3 seeds",
            "97.1%": "benchmarks/results/transformer.md, answers only, batch 256, 1,000 steps, 3 seeds",
            "98.1%": "benchmarks/results/transformer.md, answers only, batch 512, 1,000 steps, 3 seeds",
@@ -35,7 +35,7 @@ ALLOWED = {
            "98.9%": "benchmarks/results/transformer.md, the same plus hidden states, 3 seeds",
            "99.2%": "benchmarks/results/transformer.md, logits T = 4, alpha = 0.9, batch 256, 3 seeds",
            "99%": "issue 15's bar: within 1 point of the dense model's 100%"},
-    "09": {"2,000": "the grader's held-out problems per draw, lessons_lib.assignment, printed in its table"},
+    "10": {"2,000": "the grader's held-out problems per draw, lessons_lib.assignment, printed in its table"},
 }
 
 

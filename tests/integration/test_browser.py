@@ -1,7 +1,7 @@
 """A real browser opens the exercise versions in the learner's JupyterLab, as `make lab` sets it up.
 
 It checks what a learner sees before running anything (saved explorers and progress bars drawn as
-widgets, no teacher tooling), then runs lessons 01 and 08 with Run All past their untouched
+widgets, no teacher tooling), then runs lessons 01 and 09 with Run All past their untouched
 exercises and moves their widgets.
 
 Needs Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it) and the
@@ -216,9 +216,9 @@ def test_lesson_01_slider_changes_readout_and_picture(lab, browser):
     page.close()
 
 
-def test_lesson_08_head_toggle_changes_readout(lab, browser):
+def test_lesson_09_head_toggle_changes_readout(lab, browser):
     page = browser.new_page(viewport={"width": 1300, "height": 900})
-    _run_all(page, lab, "08_pruning_heads_and_neurons.ipynb", "the slim model is faster", timeout_s=300)
+    _run_all(page, lab, "09_pruning_heads_and_neurons.ipynb", "the slim model is faster", timeout_s=300)
     assert _errors(page) == 0, "a cell shows an error"
     assert _not_implemented(page) == 1, "Run All should pass the untouched remove_heads exercise"
     checkbox = page.locator(".widget-checkbox input").first
@@ -229,6 +229,6 @@ def test_lesson_08_head_toggle_changes_readout(lab, browser):
     checkbox.click()                                               # switch off layer 0, head 0
     page.wait_for_function("([el, old]) => el.innerText !== old", arg=[readout.element_handle(), before],
                            timeout=15_000)
-    page.screenshot(path=str(ARTIFACTS / "lesson08_head_off.png"))
+    page.screenshot(path=str(ARTIFACTS / "lesson09_head_off.png"))
     assert "heads [3, " in readout.inner_text() and readout.inner_text() != before
     page.close()

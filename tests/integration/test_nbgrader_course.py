@@ -1,12 +1,12 @@
 """The lessons dropped unchanged into an nbgrader course: release, submit, autograde, export.
 
-Runs nbgrader's own command line on a throwaway course with lessons 00 and 09 (about 40 s):
-an untouched release scores nothing (lesson 09's grade cell reads 0 for the stub, without an
+Runs nbgrader's own command line on a throwaway course with lessons 00 and 10 (about 40 s):
+an untouched release scores nothing (lesson 10's grade cell reads 0 for the stub, without an
 error), a submission that solves lesson 00 and hands in an un-fine-tuned slim model for lesson
-09 gets lesson 00's point plus lesson 09's partial credit (the parameter budget and speed-up
+10 gets lesson 00's point plus lesson 10's partial credit (the parameter budget and speed-up
 floors; no accuracy, so nothing beyond the floors), and the same model handed in by a function
 that also turns the grader's points negative (which nbgrader would read as full credit) gets 0
-for lesson 09. Lesson 09 is worth 20 points (10 for the floors, up to 10 beyond), so the course
+for lesson 10. Lesson 10 is worth 20 points (10 for the floors, up to 10 beyond), so the course
 is worth 21.
 """
 
@@ -23,7 +23,7 @@ import nbformat
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-LESSONS = ("00_start_here.ipynb", "09_assignment_prune_to_a_budget.ipynb")
+LESSONS = ("00_start_here.ipynb", "10_assignment_prune_to_a_budget.ipynb")
 SLIM_BUT_NOT_FINE_TUNED = ("return slim_gpt(dense, {'blocks.0.attn': [0, 1, 2], 'blocks.1.attn': [0, 1, 2]}, "
                            "{'blocks.0.fc1': list(range(53)), 'blocks.1.fc1': list(range(53))})")
 NEGATIVE_POINTS = ("import lessons_lib.assignment as grader\n"
@@ -56,7 +56,7 @@ def test_release_autograde_and_partial_credit(tmp_path):
         shutil.copy(ROOT / "notebooks" / name, course / "source" / "lesson" / name)
     (course / "nbgrader_config.py").write_text(
         f"c = get_config()\nc.CourseDirectory.course_id = 'pruning'\nc.CourseDirectory.root = {str(course)!r}\n"
-        "c.Execute.timeout = 900\n")           # lesson 09's grade cell fine-tunes: more than 30 s
+        "c.Execute.timeout = 900\n")           # lesson 10's grade cell fine-tunes: more than 30 s
     for student in STUDENTS:
         _nbgrader(course, "db", "student", "add", student)
     _nbgrader(course, "db", "assignment", "add", "lesson")
@@ -82,9 +82,9 @@ def test_release_autograde_and_partial_credit(tmp_path):
         grades = {row["student_id"]: (float(row["score"]), float(row["max_score"])) for row in csv.DictReader(f)}
     assert grades["untouched"] == (0.0, 21.0)
     assert grades["partial"] == (1.0 + 4.0 + 2.0, 21.0)       # count_zeros + budget + speed-up, nothing beyond
-    assert grades["cheater"] == (1.0, 21.0)                    # the grader refused lesson 09's model
+    assert grades["cheater"] == (1.0, 21.0)                    # the grader refused lesson 10's model
     untouched = nbformat.read(course / "autograded" / "untouched" / "lesson" / LESSONS[1], as_version=4)
     errors = [c.get("id") for c in untouched.cells for o in c.get("outputs", []) if o["output_type"] == "error"]
-    assert not errors, f"lesson 09's untouched stub stopped Run All at cells {errors}"
+    assert not errors, f"lesson 10's untouched stub stopped Run All at cells {errors}"
     grade = next(c for c in untouched.cells if c.metadata.get("nbgrader", {}).get("grade"))
     assert [o["data"]["text/plain"] for o in grade.outputs if o["output_type"] == "execute_result"] == ["0.0"]

@@ -1,4 +1,4 @@
-"""Lesson 09's grader: counting what a model stores, the held-out problems, scoring, the checker's
+"""Lesson 10's grader: counting what a model stores, the held-out problems, scoring, the checker's
 messages, and the cheats a student who reads the grader might try (each must score 0)."""
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def test_the_curve_at_its_marks():
     steps = [b - a for a, b in zip(halvings, halvings[1:], strict=False)]
     assert max(steps) - min(steps) <= 0.1 + 1e-9                                # the same per halving (rounded)
     assert bonus_points(0.3986, 0.984, 1.67) == (0.0, 3.1, 0.5)                  # the reference, about
-    assert bonus_points(0.3983, 0.923, 2.2) == (0.0, 0.4, 1.1)                   # 300 steps of lesson 08's recipe
+    assert bonus_points(0.3983, 0.923, 2.2) == (0.0, 0.4, 1.1)                   # 300 steps of lesson 09's recipe
     other = dataclasses.replace(rules, bonus=(1, 2, 0), excellent_accuracy=0.95)
     assert bonus_points(0.30, 0.95, 9.0, other) == (0.5, 2.0, 0.0)
 

@@ -566,7 +566,7 @@ def test_module_checkers_leave_the_global_generator_alone():
     assert torch.equal(torch.get_rng_state(), state)
 
 
-# ---------------------------------------------------------------- remove_heads (lesson 08)
+# ---------------------------------------------------------------- remove_heads (lesson 09)
 
 def _rows(attn, keep):
     E = attn.head_dim
@@ -736,7 +736,7 @@ def _notebook_solution(notebook: str, name: str):
     ("02_pruning_a_trained_mlp.ipynb", "global_threshold", check_global_threshold),
     ("03_fine_tuning_and_schedules.ipynb", "cubic_sparsity", check_cubic_sparsity),
     ("04_structured_neuron_pruning.ipynb", "slim_pair", check_slim_pair),
-    ("08_pruning_heads_and_neurons.ipynb", "remove_heads", check_remove_heads),
+    ("09_pruning_heads_and_neurons.ipynb", "remove_heads", check_remove_heads),
 ])
 def test_lesson_solutions_pass(notebook, name, checker, capsys):
     checker(_notebook_solution(notebook, name))
