@@ -9,6 +9,7 @@ every choice (channels, blocks) uses training or validation images only.
 
 from __future__ import annotations
 
+import copy
 import statistics
 from datetime import date
 from pathlib import Path
@@ -52,6 +53,38 @@ def speed(dense, slim, data) -> dict:
     return {n: speedup_vs_arithmetic(dense, slim, data.x_test[:n]) for n in (1, 64)}
 
 
+def scores_vs_random(model, data, removed=(0.125, 0.25), draws=10) -> dict:
+    """Lesson 06's section 4 on one trained model: validation accuracy, no fine-tuning, with a share
+    of every block's inner channels removed by each score, and the median of ``draws`` random choices."""
+    result = {}
+    for fraction in removed:
+        n = round((1 - fraction) * model.config.inner[0])
+        for kind in ("l1", "l2", "bn"):
+            scores = channel_scores(model, kind)
+            keep = {name: keep_top(s, n) for name, s in scores.items() if name != "residual"}
+            result[fraction, kind] = accuracy(slim_cnn(model, None, keep), data.x_val, data.y_val)
+        randoms = []
+        for draw in range(draws):
+            g = torch.Generator().manual_seed(draw)
+            keep = {f"blocks.{i}.inner": torch.randperm(c, generator=g)[:n] for i, c in enumerate(model.config.inner)}
+            randoms.append(accuracy(slim_cnn(model, None, keep), data.x_val, data.y_val))
+        result[fraction, "random"] = statistics.median(randoms)
+    return result
+
+
+def l1_run(dense, data, seed: int) -> dict:
+    """Lesson 06's Network Slimming run: the same 6 epochs at lr 1e-2 with and without the L1
+    penalty on γ (strength 1e-2); median |γ| and max/min |γ| over every BatchNorm."""
+    result = {}
+    for strength in (0.0, 1e-2):
+        model = copy.deepcopy(dense)
+        train_cnn(model, data, epochs=6, lr=1e-2, seed=seed, progress=False, bn_l1=strength)
+        gammas = torch.cat([m.weight.detach().abs() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+        result[strength] = (float(gammas.median()), float(gammas.max() / gammas.min()),
+                            accuracy(model, data.x_val, data.y_val))
+    return result
+
+
 def pct(values) -> str:
     return f"{100 * statistics.mean(values):.1f} [{100 * min(values):.1f}-{100 * max(values):.1f}]"
 
@@ -61,12 +94,15 @@ def main() -> None:
     data = digits_split()
     dense = load_trained_cnn()
     dense_acc = accuracy(dense, data.x_test, data.y_test)
-    stability = []
+    stability, retrained = [], []
     for seed in range(5):
         torch.manual_seed(seed)
         model = DigitsCNN(CNNConfig())
         train_cnn(model, data, seed=seed, progress=False)
         stability.append(accuracy(model, data.x_test, data.y_test))
+        retrained.append(model.eval())
+    choice = {seed: scores_vs_random(model, data) for seed, model in enumerate(retrained)}
+    slimming = {seed: l1_run(dense, data, seed) for seed in SEEDS}
 
     scores = channel_scores(dense, "bn")
     inner = {name: keep_top(s, len(s) // 2) for name, s in scores.items() if name != "residual"}
@@ -90,6 +126,7 @@ def main() -> None:
                       f"width: {keep} inner channels per block (|γ|)": (count_parameters(narrow()),
                                                                        fine_tuned(narrow, data))}
 
+    depth_speed = {"depth": speed(dense, shallow(), data), "width": speed(dense, narrow(), data)}
     both = width["inner and residual channels halved (|γ|)"]
     lines = ["# CNN results (issue 16)", "",
              f"Shipped dense CNN: {count_parameters(dense):,} parameters, test accuracy {100 * dense_acc:.1f}%. "
@@ -104,8 +141,23 @@ def main() -> None:
     lines += ["", "## Whole blocks", "",
               "| block | 1 - cos(input, output) | loss increase when dropped |", "|---|---|---|"]
     lines += [f"| {b} | {cosine[b]:.3f} | {loss[b]:.3f} |" for b in range(len(cosine))]
-    lines += ["", "| equal parameters, fine-tuned | parameters | test accuracy |", "|---|---|---|"]
-    lines += [f"| {name} | {params:,} | {pct(accs)} |" for name, (params, accs) in depth_vs_width.items()]
+    lines += ["", "| equal parameters, fine-tuned | parameters | test accuracy | speed-up batch 1 | batch 64 | "
+              "multiply-add ratio |", "|---|---|---|---|---|---|"]
+    for (name, (params, accs)), sp in zip(depth_vs_width.items(), depth_speed.values(), strict=True):
+        lines.append(f"| {name} | {params:,} | {pct(accs)} | {sp[1][0]:.2f}x | {sp[64][0]:.2f}x | {sp[64][1]:.2f}x |")
+    lines += ["", "## Choosing inner channels without fine-tuning (the 5 retrained models, validation accuracy)", "",
+              "| removed | L1 | L2 | abs(γ) | median of 10 random | abs(γ) above the random median |",
+              "|---|---|---|---|---|---|"]
+    for fraction in (0.125, 0.25):
+        cols = [[choice[s][fraction, k] for s in choice] for k in ("l1", "l2", "bn", "random")]
+        above = sum(b > r for b, r in zip(cols[2], cols[3], strict=True))
+        lines.append(f"| {fraction:.1%} | " + " | ".join(pct(c) for c in cols) + f" | {above} of {len(choice)} |")
+    lines += ["", "## Network Slimming's L1 penalty on γ: 6 epochs at lr 1e-2 from the shipped model", "",
+              "| seed | median abs(γ) without / with | max/min abs(γ) without / with | validation without / with |",
+              "|---|---|---|---|"]
+    for seed, runs in slimming.items():
+        (m0, r0, a0), (m1, r1, a1) = runs[0.0], runs[1e-2]
+        lines.append(f"| {seed} | {m0:.3f} / {m1:.3f} | {r0:.1f} / {r1:.1f} | {100 * a0:.1f} / {100 * a1:.1f} |")
     targets = [
         ("the dense recipe is stable: every one of 5 seeds within 2 points of the best",
          max(stability) - min(stability) <= 0.02),

@@ -758,6 +758,165 @@ def check_slim_pair(slim_pair_fn: Callable) -> NotDone | None:
     _passed("slim_pair", len(cases))
 
 
+def _random_conv_bn(c_in: int, width: int, c_out: int, bias: bool, eps: float, next_kernel: int,
+                    g: torch.Generator) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
+    """A conv (3x3, padding 1), its BatchNorm with trained-looking statistics, and the next conv."""
+    conv = nn.Conv2d(c_in, width, 3, padding=1, bias=bias)
+    bn = nn.BatchNorm2d(width, eps=eps)
+    next_conv = nn.Conv2d(width, c_out, next_kernel, padding=next_kernel // 2, bias=False)
+    with torch.no_grad():
+        for p in (*conv.parameters(), *next_conv.parameters()):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        bn.weight.copy_(torch.rand(width, generator=g) + 0.5)
+        bn.bias.copy_(torch.randn(width, generator=g) * 0.5)
+        bn.running_mean.copy_(torch.randn(width, generator=g))
+        bn.running_var.copy_(torch.rand(width, generator=g) * 2 + 0.5)
+        bn.num_batches_tracked.fill_(100)
+    return conv, bn.eval(), next_conv
+
+
+def _conv_bn_hint(error: Exception) -> str | None:
+    text = str(error)
+    if "running_mean should contain" in text or ("running_mean" in text and "elements" in text):
+        return ("the BatchNorm still has one entry per ORIGINAL channel: it must shrink with its conv "
+                "(weight, bias, running_mean and running_var, all indexed with keep).")
+    if _is_shape_error(error):
+        return ("a channel is dim 0 of conv.weight (shape (out, in, kh, kw)), one entry of each BatchNorm "
+                "tensor, and dim 1 of next_conv.weight: conv.weight[keep], bn.weight[keep], ..., "
+                "next_conv.weight[:, keep].")
+    return _module_hint(error)
+
+
+def _conv_bn_diagnosis(conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d, keep: list[int],
+                       new: tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]) -> str:
+    """Which part of the returned triple is wrong, given that its outputs differ."""
+    small, small_bn, following = new
+
+    def same(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+        return (a is None and b is None) or (a is not None and b is not None and torch.equal(a.detach(), b.detach()))
+    for order in (keep, sorted(keep)):
+        if same(small.weight, conv.weight[order]):
+            break
+    else:
+        return "the new conv's weight should hold the kept filters: conv.weight[keep] (dim 0, the output channels)."
+    if not same(small.bias, None if conv.bias is None else conv.bias[order]):
+        return "the conv's bias entries of the kept channels must come along: conv.bias[keep]."
+    if not (same(small_bn.weight, bn.weight[order]) and same(small_bn.bias, bn.bias[order])):
+        return "the BatchNorm's weight (γ) and bias (β) must be sliced like the conv: bn.weight[keep], bn.bias[keep]."
+    if not (same(small_bn.running_mean, bn.running_mean[order]) and same(small_bn.running_var, bn.running_var[order])):
+        fresh = small_bn.running_mean is not None and bool((small_bn.running_mean == 0).all()) and \
+            bool((small_bn.running_var == 1).all())
+        return (("the running statistics were dropped: a new BatchNorm starts with mean 0 and variance 1, but "
+                 "in eval mode it normalises with the statistics it learned. " if fresh else "")
+                + "The running statistics must be sliced too: bn.running_mean[keep] and bn.running_var[keep].")
+    if small_bn.eps != bn.eps:
+        return f"the new BatchNorm has eps={small_bn.eps}, the original eps={bn.eps}: keep it (nn.BatchNorm2d(k, eps=bn.eps))."
+    if not same(following.weight, next_conv.weight[:, order]):
+        return ("the next conv should keep the same channels as INPUTS, in the same order: "
+                "next_conv.weight[:, keep] (dim 1).")
+    return "check the new convs' stride, padding and kernel size: they must match the originals."
+
+
+def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d, keep: list[int],
+                       result: object) -> None:
+    """Type, shapes, new tensors and outputs (eval mode) of what ``slim_conv_bn`` returned."""
+    kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d)
+    if not (isinstance(result, tuple) and len(result) == 3 and all(isinstance(r, t) for r, t in zip(result, kinds))):
+        raise ExerciseFailure(f"{where}: expected a tuple (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d), got {_got(result)}.")
+    small, small_bn, following = result
+    if small is conv or small_bn is bn or following is next_conv:
+        raise ExerciseFailure(f"{where}: slim_conv_bn returned a module it was given; build new, smaller modules "
+                              "and copy the kept slices into them.")
+    k, width, c_in = len(keep), conv.out_channels, conv.in_channels
+    if small.weight.shape != (k, c_in, *conv.kernel_size):
+        hint = (" You sliced dim 1 (the conv's INPUT channels); a channel this conv writes is dim 0."
+                if small.weight.shape[:2] == (width, k) else "")
+        raise ExerciseFailure(f"{where}: the new conv's weight should be {(k, c_in, *conv.kernel_size)} (one filter "
+                              f"per kept channel), got {tuple(small.weight.shape)}.{hint}")
+    if small_bn.num_features != k or small_bn.weight is None or small_bn.weight.shape != (k,) or \
+            small_bn.running_mean is None or small_bn.running_mean.shape != (k,):
+        raise ExerciseFailure(f"{where}: the BatchNorm must shrink with its conv to {k} channels (weight, bias, "
+                              f"running_mean, running_var), got num_features={small_bn.num_features}"
+                              + ("" if small_bn.running_mean is None else
+                                 f" and running_mean of shape {tuple(small_bn.running_mean.shape)}") + ".")
+    n_out = next_conv.out_channels
+    if following.weight.shape != (n_out, k, *next_conv.kernel_size):
+        hint = (" You sliced its OUTPUT channels (dim 0); it reads the kept channels along dim 1."
+                if following.weight.shape[:2] == (k, width) else
+                " Its input channels were not sliced: next_conv.weight[:, keep]." if following.weight.shape[1] == width
+                else "")
+        raise ExerciseFailure(f"{where}: the next conv must lose the same channels as INPUTS: weight "
+                              f"{(n_out, k, *next_conv.kernel_size)} expected, got {tuple(following.weight.shape)}.{hint}")
+    if (small.in_channels, small.out_channels, following.in_channels, following.out_channels) != (c_in, k, k, n_out):
+        raise ExerciseFailure(f"{where}: the weights have the right shapes but the convs say Conv2d({small.in_channels}, "
+                              f"{small.out_channels}) and Conv2d({following.in_channels}, {following.out_channels}); "
+                              f"build them with nn.Conv2d(...) rather than editing a copy of the old ones.")
+    old = {f"conv.{n}": p for n, p in conv.named_parameters()} | {f"bn.{n}": p for n, p in bn.named_parameters()} | \
+          {f"next_conv.{n}": p for n, p in next_conv.named_parameters()}
+    shared = (_shared_tensor(small, "conv", old) or _shared_tensor(small_bn, "bn", old)
+              or _shared_tensor(following, "next_conv", old))
+    if shared:
+        raise ExerciseFailure(f"{where}: {shared}; {_ALIAS_HINT}")
+    _require_dtype(where, {"conv": small, "bn": small_bn, "next_conv": following}, conv.weight.dtype)
+    if not all(p.requires_grad for m in result for p in m.parameters()):
+        raise ExerciseFailure(f"{where}: some returned parameters do not require grad, so fine-tuning could not "
+                              "train them; copy into the new modules' own parameters instead.")
+    x = torch.randn(4, c_in, 6, 6, generator=torch.Generator().manual_seed(k))
+    removed = [c for c in range(width) if c not in keep]
+    modes = [m.training for m in result]
+    try:
+        for m in result:
+            m.eval()
+        with torch.no_grad():
+            hidden = torch.relu(bn(conv(x)))
+            hidden[:, removed] = 0
+            expected = next_conv(hidden)
+            got = following(torch.relu(small_bn(small(x))))
+    except RuntimeError as error:
+        raise ExerciseFailure(f"{where}: the returned modules do not run one after the other ({str(error)[:160]}); "
+                              + (_conv_bn_hint(error) or "")) from error
+    finally:
+        for m, mode in zip(result, modes, strict=True):
+            m.train(mode)
+    if got.shape != expected.shape or not torch.allclose(got, expected, atol=1e-5):
+        diff = "shapes differ" if got.shape != expected.shape else \
+            f"max difference {float((got - expected).abs().max()):.3g}"
+        raise ExerciseFailure(f"{where}: in eval mode the outputs differ from the original with the other channels "
+                              f"removed ({diff}); " + _conv_bn_diagnosis(conv, bn, next_conv, keep, result))
+
+
+@_exercise_check
+def check_slim_conv_bn(slim_conv_bn_fn: Callable) -> NotDone | None:
+    """Lesson 06's exercise: ``slim_conv_bn(conv, bn, next_conv, keep)`` returns new, smaller
+    ``(nn.Conv2d, nn.BatchNorm2d, nn.Conv2d)`` that compute, in eval mode, what
+    ``next_conv(relu(bn(conv(x))))`` computes when the channels not in ``keep`` are removed: the
+    conv's filters (dim 0, and its bias if it has one), all four BatchNorm tensors (γ, β, running
+    mean and variance; ``eps`` kept) and the next conv's input channels (dim 1).
+
+    The new modules must own new tensors; ``keep`` may be in any order (every slice then follows it).
+    """
+    g = torch.Generator().manual_seed(16)
+    cases = [((3, 6, 4, False, 1e-5, 3), [0, 2, 5]), ((4, 8, 5, False, 1e-5, 3), [1, 2, 3, 7]),
+             ((2, 5, 3, True, 1e-5, 3), [4]), ((3, 6, 2, False, 1e-5, 1), [5, 0, 3]),
+             ((2, 4, 3, False, 1e-5, 3), [0, 1, 2, 3]), ((3, 6, 4, False, 1e-3, 3), [1, 4])]
+    with torch.random.fork_rng(devices=[]):                 # nn.Conv2d(...) draws from the global generator
+        for (c_in, width, c_out, bias, eps, next_kernel), keep in cases:
+            conv, bn, next_conv = _random_conv_bn(c_in, width, c_out, bias, eps, next_kernel, g)
+            modules = (conv, bn, next_conv)
+            before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
+            where = (f"conv Conv2d({c_in}, {width}, 3{', bias' if bias else ''}), bn BatchNorm2d({width}"
+                     f"{f', eps={eps}' if eps != 1e-5 else ''}), next_conv Conv2d({width}, {c_out}, {next_kernel}), "
+                     f"keep={keep}")
+            result = _call(slim_conv_bn_fn, "slim_conv_bn", conv, bn, next_conv, torch.tensor(keep), where=where,
+                           hint=_conv_bn_hint)
+            if any(m.state_dict().keys() != b.keys() or any(not torch.equal(b[k], v) for k, v in m.state_dict().items())
+                   for m, b in zip(modules, before, strict=True)):
+                raise ExerciseFailure(f"{where}: slim_conv_bn changed the modules it was given; build new ones and "
+                                      "copy the kept slices into them.")
+            _check_new_conv_bn(where, conv, bn, next_conv, keep, result)
+    _passed("slim_conv_bn", len(cases))
+
+
 def _head_rows(keep: list[int], head_dim: int) -> torch.Tensor:
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in keep])
 

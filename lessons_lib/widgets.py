@@ -547,3 +547,56 @@ def head_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ffn_scores
     redraw()
     grid = widgets.VBox([widgets.HBox(row) for row in boxes])
     return Explorer([grid, ffn_slider, readout], "head explorer")
+
+
+def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> Explorer:
+    """Sliders for the residual channels and each block's inner channels to keep (highest BatchNorm
+    |γ| first, ``cnn.channel_scores(model, "bn")``) and a checkbox per residual block (unticked:
+    the block is dropped). Shows live accuracy on images ``x`` ``(B, 64)`` with labels ``y``
+    ``(B,)``, without fine-tuning, the parameter count, and the measured latency of a batch of
+    ``batch`` images next to the dense model's.
+
+    Each change rebuilds a model from ``model`` (``cnn.slim_cnn``, then ``cnn.drop_blocks``);
+    ``model`` (a ``cnn.DigitsCNN``) is not modified. Returns ``VBox([sliders..., boxes, readout])``.
+    """
+    from .cnn import _images, _require_cnn, channel_scores, drop_blocks, slim_cnn
+    from .training import accuracy, check_labels
+
+    _require_cnn(model)
+    _require_cpu(model)
+    x = _images(x, model.fc.weight).reshape(-1, 64)                  # (B, 64), what accuracy() takes
+    check_labels(y, len(x), model.config.classes)
+    batch = require_positive_int(batch, "batch")
+    scores = channel_scores(model, "bn")
+    inputs = x[:batch] if len(x) >= batch else x.repeat(batch // len(x) + 1, 1)[:batch]
+    sliders = {name: widgets.IntSlider(value=len(s), min=1, max=len(s), description=name.removesuffix(".inner"),
+                                       style={"description_width": "initial"})
+               for name, s in scores.items()}
+    boxes = [widgets.Checkbox(value=True, description=f"keep block {i}", indent=False,
+                              layout=widgets.Layout(width="120px")) for i in range(len(model.blocks))]
+    readout = widgets.HTML()
+
+    def quick_ms(m: nn.Module) -> float:                       # median of 5 calls: a live estimate
+        with torch.no_grad():
+            return latency_ms(lambda: m(inputs), calls=5)
+
+    model_mode = model.training
+    model.eval()
+    try:
+        dense_ms, dense_params = quick_ms(model), count_parameters(model)
+    finally:
+        model.train(model_mode)
+
+    def redraw(_change: object = None) -> None:
+        keep = {name: keep_top(scores[name], slider.value) for name, slider in sliders.items()}
+        slim = slim_cnn(model, keep.pop("residual"), keep)
+        slim = drop_blocks(slim, [i for i, box in enumerate(boxes) if box.value]).eval()
+        params = count_parameters(slim)
+        readout.value = (f"accuracy {accuracy(slim, x, y):.1%} (no fine-tuning) · width {slim.config.width}, "
+                         f"inner {slim.config.inner} · {params:,} parameters ({params / dense_params:.0%}) · "
+                         f"{quick_ms(slim):.2f} ms per batch of {batch} (dense {dense_ms:.2f} ms)")
+
+    for control in (*sliders.values(), *boxes):
+        control.observe(redraw, names="value")
+    redraw()
+    return Explorer([*sliders.values(), widgets.HBox(boxes), readout], "CNN explorer")
