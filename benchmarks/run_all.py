@@ -88,6 +88,13 @@ def widget_latency() -> list[dict]:
     slider = latency_explorer(sparsities, curves, dense_ms=1.0).children[0]
     rows.append(("05 latency_explorer (measured curves, nothing re-timed)",
                  *_median_update_ms(slider, [*range(1, len(sparsities)), *range(len(sparsities) - 2, -1, -1)])))
+    from lessons_lib.cnn import load_trained_cnn
+    from lessons_lib.widgets import cnn_explorer
+
+    box = cnn_explorer(load_trained_cnn(), data.x_test, data.y_test)
+    inner_slider = box.children[1]                                    # blocks.0's inner channels
+    rows.append(("06 cnn_explorer (360 test images, slim rebuilt + timed)",
+                 *_median_update_ms(inner_slider, list(range(2, 33, 2)))))
     from lessons_lib.gpt import CHECKPOINT, load_checkpoint
     from lessons_lib.gpt_structured import ffn_neuron_scores
     from lessons_lib.pruning import input_norms, prunable_layers
@@ -108,12 +115,12 @@ def widget_latency() -> list[dict]:
 
 
 # The budget: every notebook within 40 s and 1 GB, the series within 6 minutes, explorers within
-# 60 ms (MLP lessons) or 300 ms (transformer lessons) per update, median -- on a CPU whose PyTorch
-# uses AVX-512 kernels. A CPU limited to AVX2 runs the same lessons about 1.6x slower; there the
+# 60 ms (MLP lessons), 100 ms (the CNN, issue 16) or 300 ms (transformer lessons) per update,
+# median -- on a CPU whose PyTorch uses AVX-512 kernels. A CPU limited to AVX2 runs the same lessons about 1.6x slower; there the
 # targets are 60 s and 100 ms, so the faster targets leave that margin for slower machines.
 FAST_TARGETS = {"notebook_s": 40, "mlp_widget_ms": 60}
 SLOW_TARGETS = {"notebook_s": 60, "mlp_widget_ms": 100}
-NOTEBOOK_MB, SERIES_S, TRANSFORMER_WIDGET_MS = 1024, 360, 300
+NOTEBOOK_MB, SERIES_S, TRANSFORMER_WIDGET_MS, CNN_WIDGET_MS = 1024, 360, 300, 100
 
 
 def targets() -> dict[str, int]:
@@ -151,7 +158,8 @@ def table(notebooks: list[dict], widgets: list[dict]) -> str:
     lines.append(f"| **all** | **{total}** | | within {SERIES_S} s: {_yes(total <= SERIES_S)} |")
     lines += ["", "| widget | median update (ms) | slowest (ms) | target (ms) | met |", "|---|---|---|---|---|"]
     for w in widgets:
-        target = TRANSFORMER_WIDGET_MS if w["widget"][:2] in ("07", "09") else mlp_widget_ms
+        target = {"06": CNN_WIDGET_MS, "07": TRANSFORMER_WIDGET_MS, "09": TRANSFORMER_WIDGET_MS}.get(
+            w["widget"][:2], mlp_widget_ms)
         met = _yes(w["median_ms"] <= target)
         lines.append(f"| {w['widget']} | {w['median_ms']} | {w['max_ms']} | {target} | {met} |")
     lines += ["", f"_Measured {date.today().isoformat()} on {_machine()}, headless (nbclient), "

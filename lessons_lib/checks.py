@@ -810,7 +810,8 @@ def _conv_bn_diagnosis(conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d
                  "in eval mode it normalises with the statistics it learned. " if fresh else "")
                 + "The running statistics must be sliced too: bn.running_mean[keep] and bn.running_var[keep].")
     if small_bn.eps != bn.eps:
-        return f"the new BatchNorm has eps={small_bn.eps}, the original eps={bn.eps}: keep it (nn.BatchNorm2d(k, eps=bn.eps))."
+        return (f"the new BatchNorm has eps={small_bn.eps}, the original eps={bn.eps}: keep it "
+                "(nn.BatchNorm2d(k, eps=bn.eps)).")
     if not same(following.weight, next_conv.weight[:, order]):
         return ("the next conv should keep the same channels as INPUTS, in the same order: "
                 "next_conv.weight[:, keep] (dim 1).")
@@ -821,7 +822,8 @@ def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_con
                        result: object) -> None:
     """Type, shapes, new tensors and outputs (eval mode) of what ``slim_conv_bn`` returned."""
     kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d)
-    if not (isinstance(result, tuple) and len(result) == 3 and all(isinstance(r, t) for r, t in zip(result, kinds))):
+    if not (isinstance(result, tuple) and len(result) == 3
+            and all(isinstance(r, t) for r, t in zip(result, kinds, strict=True))):
         raise ExerciseFailure(f"{where}: expected a tuple (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d), got {_got(result)}.")
     small, small_bn, following = result
     if small is conv or small_bn is bn or following is next_conv:
@@ -846,9 +848,11 @@ def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_con
                 " Its input channels were not sliced: next_conv.weight[:, keep]." if following.weight.shape[1] == width
                 else "")
         raise ExerciseFailure(f"{where}: the next conv must lose the same channels as INPUTS: weight "
-                              f"{(n_out, k, *next_conv.kernel_size)} expected, got {tuple(following.weight.shape)}.{hint}")
+                              f"{(n_out, k, *next_conv.kernel_size)} expected, got "
+                              f"{tuple(following.weight.shape)}.{hint}")
     if (small.in_channels, small.out_channels, following.in_channels, following.out_channels) != (c_in, k, k, n_out):
-        raise ExerciseFailure(f"{where}: the weights have the right shapes but the convs say Conv2d({small.in_channels}, "
+        raise ExerciseFailure(f"{where}: the weights have the right shapes but the convs say "
+                              f"Conv2d({small.in_channels}, "
                               f"{small.out_channels}) and Conv2d({following.in_channels}, {following.out_channels}); "
                               f"build them with nn.Conv2d(...) rather than editing a copy of the old ones.")
     old = {f"conv.{n}": p for n, p in conv.named_parameters()} | {f"bn.{n}": p for n, p in bn.named_parameters()} | \

@@ -599,4 +599,4 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     for control in (*sliders.values(), *boxes):
         control.observe(redraw, names="value")
     redraw()
-    return Explorer([*sliders.values(), widgets.HBox(boxes), readout], "CNN explorer")
+    return Explorer([*sliders.values(), widgets.HBox(boxes), readout], "cnn explorer")

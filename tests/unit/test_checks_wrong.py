@@ -25,6 +25,7 @@ from lessons_lib.checks import (
     check_global_threshold,
     check_magnitude_mask,
     check_remove_heads,
+    check_slim_conv_bn,
     check_slim_pair,
 )
 from lessons_lib.gpt import Attention
@@ -718,6 +719,118 @@ def test_remove_heads_crash_names_the_case():
              "remove_heads raised RuntimeError for Attention(d_model=16) with 4 heads of size 4, keep=[0, 2]")
 
 
+# ---------------------------------------------------------------- slim_conv_bn (lesson 06)
+
+def _conv_bn(conv, bn, next_conv, keep, bn_order=None, next_order=None, eps=None, stats=True):
+    """A right slim_conv_bn, with optional mistakes to build wrong ones from."""
+    keep = keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
+    bn_order = keep if bn_order is None else bn_order
+    next_order = keep if next_order is None else next_order
+    small = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, padding=conv.padding, bias=conv.bias is not None)
+    small_bn = nn.BatchNorm2d(len(keep), eps=bn.eps if eps is None else eps)
+    following = nn.Conv2d(len(keep), next_conv.out_channels, next_conv.kernel_size, padding=next_conv.padding,
+                          bias=next_conv.bias is not None)
+    with torch.no_grad():
+        small.weight.copy_(conv.weight[keep])
+        if conv.bias is not None:
+            small.bias.copy_(conv.bias[keep])
+        for name in ("weight", "bias", *(("running_mean", "running_var") if stats else ())):
+            getattr(small_bn, name).copy_(getattr(bn, name)[bn_order])
+        following.weight.copy_(next_conv.weight[:, next_order])
+    return small, small_bn, following
+
+
+def _conv_bn_then(change):
+    def fn(conv, bn, next_conv, keep):
+        new = _conv_bn(conv, bn, next_conv, keep)
+        return change(new, (conv, bn, next_conv), keep.tolist())
+    return fn
+
+
+def _conv_bn_in_place(conv, bn, next_conv, keep):
+    with torch.no_grad():
+        bn.running_mean.zero_()
+    return _conv_bn(conv, bn, next_conv, keep)
+
+
+def _conv_input_dim(conv, bn, next_conv, keep):
+    small, small_bn, following = _conv_bn(conv, bn, next_conv, keep)
+    small = nn.Conv2d(len(keep), conv.out_channels, 3, padding=1, bias=False)
+    with torch.no_grad():
+        small.weight.copy_(conv.weight[:, :len(keep)] if conv.in_channels >= len(keep) else small.weight)
+    return small, small_bn, following
+
+
+def _next_output_dim(conv, bn, next_conv, keep):
+    small, small_bn, _ = _conv_bn(conv, bn, next_conv, keep)
+    return small, small_bn, nn.Conv2d(next_conv.in_channels, len(keep), next_conv.kernel_size, bias=False)
+
+
+CONV_BN_WRONG = {
+    "BatchNorm unsliced": (_conv_bn_then(lambda n, o, k: (n[0], copy.deepcopy(o[1]), n[2])),
+                           "the BatchNorm must shrink with its conv to 3 channels"),
+    "running statistics dropped": (lambda c, b, n, k: _conv_bn(c, b, n, k, stats=False),
+                                   "the running statistics were dropped"),
+    "statistics in the wrong order": (lambda c, b, n, k: _conv_bn(c, b, n, k, bn_order=sorted(k.tolist())),
+                                      "must be sliced like the conv"),
+    "next conv unsliced": (_conv_bn_then(lambda n, o, k: (n[0], n[1], copy.deepcopy(o[2]))),
+                           "Its input channels were not sliced: next_conv.weight[:, keep]"),
+    "next conv in sorted order": (lambda c, b, n, k: _conv_bn(c, b, n, k, next_order=sorted(k.tolist())),
+                                  "next_conv.weight[:, keep] (dim 1)"),
+    "conv input dim": (_conv_input_dim, "the new conv's weight should be (3, 3, 3, 3)"),
+    "next conv output dim": (_next_output_dim, "it reads the kept channels along dim 1"),
+    "default eps": (lambda c, b, n, k: _conv_bn(c, b, n, k, eps=1e-5), "keep it (nn.BatchNorm2d(k, eps=bn.eps))"),
+    "forgets the conv bias": (_conv_bn_then(lambda n, o, k: (n[0].bias is not None and n[0].bias.data.zero_(), n)[1]),
+                              "conv.bias[keep]"),
+    "shares the BatchNorm's weight": (_conv_bn_then(lambda n, o, k: (len(k) == len(o[1].weight) and
+                                                                     setattr(n[1], "weight", o[1].weight), n)[1]),
+                                      "bn.weight is bn.weight itself"),
+    "in place": (_conv_bn_in_place, "slim_conv_bn changed the modules it was given"),
+    "returns the given modules": (lambda c, b, n, k: (c, b, n), "returned a module it was given"),
+    "two modules": (lambda c, b, n, k: _conv_bn(c, b, n, k)[:2], "expected a tuple (nn.Conv2d, nn.BatchNorm2d"),
+    "float64": (lambda c, b, n, k: tuple(m.double() for m in _conv_bn(c, b, n, k)),
+                "conv.weight is float64, the original is float32"),
+    "frozen": (_conv_bn_then(lambda n, o, k: (n[2].weight.requires_grad_(False), n)[1]), "do not require grad"),
+    "no return": (lambda c, b, n, k: None, "got None (is a `return` missing?)"),
+}
+
+CONV_BN_RIGHT = {
+    "copy_": _conv_bn,
+    "load_state_dict": lambda c, b, n, k: _conv_bn_load_state(c, b, n, k),
+    "keep-all deepcopy": lambda c, b, n, k: (tuple(copy.deepcopy(m) for m in (c, b, n)) if len(k) == c.out_channels
+                                             else _conv_bn(c, b, n, k)),
+    "sorted channels everywhere": lambda c, b, n, k: _conv_bn(c, b, n, sorted(k.tolist())),
+    "returned in train mode": _conv_bn_then(lambda n, o, k: tuple(m.train() for m in n)),
+}
+
+
+def _conv_bn_load_state(conv, bn, next_conv, keep):
+    small, small_bn, following = _conv_bn(conv, bn, next_conv, keep)          # shapes only
+    small_bn.load_state_dict({k: (v[keep] if v.dim() else v) for k, v in bn.state_dict().items()})
+    return small, small_bn, following
+
+
+@pytest.mark.parametrize("name", CONV_BN_WRONG)
+def test_slim_conv_bn_rejects(name):
+    fn, fragment = CONV_BN_WRONG[name]
+    _rejects(check_slim_conv_bn, fn, fragment)
+
+
+@pytest.mark.parametrize("name", CONV_BN_RIGHT)
+def test_slim_conv_bn_accepts(name, capsys):
+    check_slim_conv_bn(CONV_BN_RIGHT[name])
+    assert "✓ slim_conv_bn passes all 6 checks." in capsys.readouterr().out
+
+
+def test_slim_conv_bn_not_done_and_generator():
+    state = torch.get_rng_state()
+    def stub(conv, bn, next_conv, keep):
+        raise NotImplementedError()
+    assert repr(check_slim_conv_bn(stub)) == "0"
+    check_slim_conv_bn(_conv_bn)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 # ---------------------------------------------------------------- the lessons' own solutions
 
 def _notebook_solution(notebook: str, name: str):
@@ -725,7 +838,7 @@ def _notebook_solution(notebook: str, name: str):
     cells = json.loads((NOTEBOOKS / notebook).read_text())["cells"]
     source = next("".join(c["source"]) for c in cells if c["cell_type"] == "code" and "### BEGIN SOLUTION" in
                   "".join(c["source"]))
-    namespace = {"torch": torch, "Attention": Attention}
+    namespace = {"torch": torch, "nn": nn, "Attention": Attention}
     exec(compile(source, notebook, "exec"), namespace)
     return namespace[name]
 
@@ -736,6 +849,7 @@ def _notebook_solution(notebook: str, name: str):
     ("02_pruning_a_trained_mlp.ipynb", "global_threshold", check_global_threshold),
     ("03_fine_tuning_and_schedules.ipynb", "cubic_sparsity", check_cubic_sparsity),
     ("04_structured_neuron_pruning.ipynb", "slim_pair", check_slim_pair),
+    ("06_channels_and_whole_blocks.ipynb", "slim_conv_bn", check_slim_conv_bn),
     ("09_pruning_heads_and_neurons.ipynb", "remove_heads", check_remove_heads),
 ])
 def test_lesson_solutions_pass(notebook, name, checker, capsys):

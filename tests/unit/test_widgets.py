@@ -276,6 +276,39 @@ def test_gpt_explorers_return_to_their_start_and_leave_the_model_alone():
     assert _same_model(_model_state(model), before)
 
 
+def test_cnn_explorer_returns_to_its_start_leaves_the_model_alone_and_checks_its_input():
+    from lessons_lib.cnn import CNNConfig, DigitsCNN, channel_scores, drop_blocks, slim_cnn
+    from lessons_lib.slimming import keep_top
+    from lessons_lib.widgets import cnn_explorer
+
+    torch.manual_seed(0)
+    model = DigitsCNN(CNNConfig(width=6, inner=[5, 4, 3]))             # left in train mode on purpose
+    x, y = torch.randn(12, 64), torch.randint(0, 10, (12,))
+    before = _model_state(model)
+    box = cnn_explorer(model, x, y, batch=20)                         # batch larger than x: repeated
+    *sliders, blocks, readout = box.children
+    assert [s.max for s in sliders] == [6, 5, 4, 3] and len(blocks.children) == 3
+    _drive([(sliders[0], [1, 3]), (sliders[2], [1]), *((b, [False]) for b in blocks.children)], box,
+           strip_timings=True)
+    assert _same_model(_model_state(model), before)
+    sliders[0].value, sliders[1].value = 2, 1
+    blocks.children[2].value = False
+    assert "width 2, inner [1, 4]" in readout.value                   # block 2 dropped, block 0 narrowed
+    scores = channel_scores(model, "bn")
+    expected = drop_blocks(slim_cnn(model, keep_top(scores["residual"], 2), {"blocks.0.inner": keep_top(
+        scores["blocks.0.inner"], 1)}), [0, 1])
+    assert f"· {sum(p.numel() for p in expected.parameters()):,} parameters" in readout.value
+    for bad_x, bad_y, message in [(torch.randn(12, 63), y, r"x must be float images of shape \(B, 64\)"),
+                                  (x.double(), y, "x must have the model's dtype"),
+                                  (x, torch.full((12,), 10), r"y must hold class indices in \[0, 10\)"),
+                                  (x, y[:5], r"y must be an int64 tensor of shape \(12,\)")]:
+        with pytest.raises(ValueError, match=message):
+            cnn_explorer(model, bad_x, bad_y)
+    with pytest.raises(TypeError, match="model must be a lessons_lib.cnn.DigitsCNN"):
+        cnn_explorer(torch.nn.Linear(64, 10), x, y)
+    assert _same_model(_model_state(model), before)
+
+
 def test_explorers_check_their_data_once_up_front():
     from lessons_lib.models import MLP
     from lessons_lib.widgets import layer_sparsity_explorer, neuron_explorer
@@ -298,7 +331,7 @@ def test_every_explorer_says_what_it_is_where_widgets_are_not_drawn(layer):
     from lessons_lib import widgets as lw
 
     explorers = [name for name in dir(lw) if name.endswith("_explorer")]
-    assert len(explorers) == 7
+    assert len(explorers) == 8
     for name in explorers:
         assert getattr(lw, name).__annotations__["return"] in ("Explorer", lw.Explorer), name
     explorer = sparsity_explorer(layer, torch.randn(8, layer.in_features))
@@ -321,7 +354,11 @@ def test_every_explorer_is_an_explorer_whose_plain_text_is_whole(layer):
     mlp, x, y = MLP((8, 16, 4)), torch.randn(20, 8), torch.randint(0, 4, (20,))
     gpt = GPT(GPTConfig(d_model=16, head_dim=4, heads=[2, 3], ffn=[8, 6], block_size=11)).eval()
     task, layers = addition_task(3, n_train=20, n_val=10, n_test=12), prunable_layers(gpt)
+    from lessons_lib.cnn import CNNConfig, DigitsCNN
+
+    cnn = DigitsCNN(CNNConfig(width=4, inner=[3, 2])).eval()
     built = {
+        "cnn_explorer": lw.cnn_explorer(cnn, torch.randn(6, 64), torch.randint(0, 10, (6,)), batch=4),
         "sparsity_explorer": lw.sparsity_explorer(layer, torch.randn(8, layer.in_features)),
         "layer_sparsity_explorer": lw.layer_sparsity_explorer(mlp, x, y),
         "schedule_explorer": lw.schedule_explorer(),
