@@ -116,8 +116,9 @@ def widget_latency() -> list[dict]:
 
 # The budget: every notebook within 40 s and 1 GB, the series within 6 minutes, explorers within
 # 60 ms (MLP lessons), 100 ms (the CNN, issue 16) or 300 ms (transformer lessons) per update,
-# median -- on a CPU whose PyTorch uses AVX-512 kernels. A CPU limited to AVX2 runs the same lessons about 1.6x slower; there the
-# targets are 60 s and 100 ms, so the faster targets leave that margin for slower machines.
+# median -- on a CPU whose PyTorch uses AVX-512 kernels. A CPU limited to AVX2 runs the same lessons
+# about 1.6x slower; there the targets are 60 s and 100 ms, so the faster targets leave that margin
+# for slower machines.
 FAST_TARGETS = {"notebook_s": 40, "mlp_widget_ms": 60}
 SLOW_TARGETS = {"notebook_s": 60, "mlp_widget_ms": 100}
 NOTEBOOK_MB, SERIES_S, TRANSFORMER_WIDGET_MS, CNN_WIDGET_MS = 1024, 360, 300, 100

@@ -94,13 +94,13 @@ class DigitsCNN(nn.Module):
         self.fc = nn.Linear(config.width, config.classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.stem_bn(self.stem(_images(x))))                     # (B, width, 8, 8)
+        x = F.relu(self.stem_bn(self.stem(as_images(x))))                     # (B, width, 8, 8)
         for block in self.blocks:
             x = block(x)
         return self.fc(x.mean(dim=(2, 3)))                                  # (B, width) -> (B, classes)
 
 
-def _images(x: object, like: torch.Tensor | None = None) -> torch.Tensor:
+def as_images(x: object, like: torch.Tensor | None = None) -> torch.Tensor:
     """``x`` as ``(B, 1, 8, 8)`` if it is a float tensor ``(B, 64)`` or ``(B, 1, 8, 8)``, B >= 1,
     with ``like``'s dtype and device when given."""
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.shape[1:] not in ((64,), (1, 8, 8)) \
@@ -113,7 +113,7 @@ def _images(x: object, like: torch.Tensor | None = None) -> torch.Tensor:
     return x.reshape(-1, 1, 8, 8)
 
 
-def _require_cnn(model: object) -> DigitsCNN:
+def require_cnn(model: object) -> DigitsCNN:
     """``model`` if it is exactly a DigitsCNN (not a subclass), without foreign hooks or pruning
     masks: the functions here rebuild the model from its config and tensors, and would drop them."""
     if type(model) is not DigitsCNN:
@@ -144,7 +144,7 @@ def channel_groups(model: DigitsCNN) -> dict[str, list[tuple[str, int]]]:
     ``"residual"``: everything a skip connection adds together; ``"blocks.i.inner"``: block i's
     own channels. A channel index removed from a group is removed along that dimension of
     every tensor listed (BatchNorm's weight, bias and both running statistics included)."""
-    _require_cnn(model)
+    require_cnn(model)
 
     def batchnorm(name: str) -> list[tuple[str, int]]:
         return [(f"{name}.{t}", 0) for t in ("weight", "bias", "running_mean", "running_var")]
@@ -193,7 +193,7 @@ def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor
     filter for an inner channel; for a residual channel the stem's and every block's ``conv2``
     filters, their norms added); ``"bn"``: ``|γ|`` of the BatchNorm right after those filters
     (Network Slimming, Liu et al. 2017), added up the same way. Group name -> ``(channels,)``."""
-    _require_cnn(model)
+    require_cnn(model)
     if kind not in ("l1", "l2", "bn"):
         raise ValueError(f"kind must be 'l1', 'l2' or 'bn', got {kind!r}")
 
@@ -223,7 +223,7 @@ def drop_blocks(model: DigitsCNN, keep_blocks: list[int]) -> DigitsCNN:
     possibly none; they stay in the model's order). Each block reads the output of a ReLU, so
     skipping it is exactly the identity: the shallow model computes what ``model`` computes with
     those blocks' residual branches set to 0. ``model`` is not modified."""
-    _require_cnn(model)
+    require_cnn(model)
     kept = sorted(require_indices(keep_blocks, len(model.blocks), "keep_blocks", allow_empty=True).tolist())
     state = {}
     for key, value in model.state_dict().items():
@@ -244,8 +244,8 @@ def block_scores_cosine(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
     ``(B, 1, 8, 8)``, in eval mode; positions where either vector is all zero are left out. A
     block whose output points where its input did changes little: the depth-pruning criterion of
     recent LLM work (e.g. Men et al., "ShortGPT", 2024), here with pixels for tokens."""
-    _require_cnn(model)
-    x = _images(x, model.fc.weight)
+    require_cnn(model)
+    x = as_images(x, model.fc.weight)
     scores, was_training = [], model.training
     model.eval()
     try:
@@ -266,8 +266,8 @@ def block_scores_loss(model: DigitsCNN, x: torch.Tensor, y: torch.Tensor) -> tor
     """``(blocks,)``: how much the cross-entropy on images ``x`` ``(B, 64)`` with labels ``y``
     ``(B,)`` rises when each block alone is dropped (:func:`drop_blocks`), in eval mode: the
     ground truth the cosine score estimates."""
-    _require_cnn(model)
-    x = _images(x, model.fc.weight)
+    require_cnn(model)
+    x = as_images(x, model.fc.weight)
     check_labels(y, len(x), model.config.classes)
     n = len(model.blocks)
     if n == 0:
@@ -287,7 +287,7 @@ def _indices(keep: object, width: int, name: str) -> torch.Tensor:
 def save_cnn(model: DigitsCNN) -> dict:
     """Config (a plain dict) and a copy of the state_dict: what ``torch.load(..., weights_only=True)``
     reads."""
-    _require_cnn(model)
+    require_cnn(model)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return {"config": model.config.to_dict(), "state_dict": state}
 
@@ -312,7 +312,7 @@ def train_cnn(model: DigitsCNN, data: Split, epochs: int = 20, lr: float = 3e-3,
     start); returns validation accuracy per epoch. With a constant rate the BatchNorm network's
     validation accuracy swung by several points from epoch to epoch; the decay lets it settle. ``bn_l1 > 0`` adds
     :func:`bn_l1_penalty` with that strength to the loss (Network Slimming)."""
-    _require_cnn(model)
+    require_cnn(model)
     epochs, lr = require_positive_int(epochs, "epochs"), require_lr(lr)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
 

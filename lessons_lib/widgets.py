@@ -559,12 +559,12 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     Each change rebuilds a model from ``model`` (``cnn.slim_cnn``, then ``cnn.drop_blocks``);
     ``model`` (a ``cnn.DigitsCNN``) is not modified. Returns ``VBox([sliders..., boxes, readout])``.
     """
-    from .cnn import _images, _require_cnn, channel_scores, drop_blocks, slim_cnn
+    from .cnn import as_images, channel_scores, drop_blocks, require_cnn, slim_cnn
     from .training import accuracy, check_labels
 
-    _require_cnn(model)
+    require_cnn(model)
     _require_cpu(model)
-    x = _images(x, model.fc.weight).reshape(-1, 64)                  # (B, 64), what accuracy() takes
+    x = as_images(x, model.fc.weight).reshape(-1, 64)                  # (B, 64), what accuracy() takes
     check_labels(y, len(x), model.config.classes)
     batch = require_positive_int(batch, "batch")
     scores = channel_scores(model, "bn")
