@@ -66,7 +66,8 @@ def scores_vs_random(model, data, removed=(0.125, 0.25), draws=10) -> dict:
         randoms = []
         for draw in range(draws):                     # random scores drawn as the lesson draws them
             g = torch.Generator().manual_seed(draw)
-            keep = {f"blocks.{i}.inner": keep_top(torch.rand(c, generator=g), n) for i, c in enumerate(model.config.inner)}
+            keep = {f"blocks.{i}.inner": keep_top(torch.rand(c, generator=g), n)
+                    for i, c in enumerate(model.config.inner)}
             randoms.append(accuracy(slim_cnn(model, None, keep), data.x_val, data.y_val))
         result[fraction, "random"] = statistics.median(randoms)
     return result
