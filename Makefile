@@ -103,6 +103,7 @@ benchmark: $(DEV_STAMP)
 	$(DEV)/python benchmarks/pruning_results.py
 	$(DEV)/python benchmarks/speed_size.py
 	$(DEV)/python benchmarks/transformer_results.py
+	$(DEV)/python benchmarks/cnn_results.py
 	$(DEV)/python benchmarks/train_together.py
 
 clean:
