@@ -24,6 +24,7 @@ must own new tensors.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dis
 import functools
 import math
@@ -758,12 +759,14 @@ def check_slim_pair(slim_pair_fn: Callable) -> NotDone | None:
     _passed("slim_pair", len(cases))
 
 
-def _random_conv_bn(c_in: int, width: int, c_out: int, bias: bool, eps: float, next_kernel: int,
-                    g: torch.Generator) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
-    """A conv (3x3, padding 1), its BatchNorm with trained-looking statistics, and the next conv."""
-    conv = nn.Conv2d(c_in, width, 3, padding=1, bias=bias)
-    bn = nn.BatchNorm2d(width, eps=eps)
-    next_conv = nn.Conv2d(width, c_out, next_kernel, padding=next_kernel // 2, bias=False)
+def _random_conv_bn(c_in: int, width: int, c_out: int, case: dict, g: torch.Generator
+                    ) -> tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d]:
+    """A conv, its BatchNorm with trained-looking statistics, and the next conv; ``case`` may set
+    ``kernel``, ``stride``, ``bias``, ``next_bias``, ``eps`` and ``momentum``."""
+    k, stride = case.get("kernel", 3), case.get("stride", 1)
+    conv = nn.Conv2d(c_in, width, k, stride=stride, padding=k // 2, bias=case.get("bias", False))
+    bn = nn.BatchNorm2d(width, eps=case.get("eps", 1e-5), momentum=case.get("momentum", 0.1))
+    next_conv = nn.Conv2d(width, c_out, 3, stride=stride, padding=1, bias=case.get("next_bias", False))
     with torch.no_grad():
         for p in (*conv.parameters(), *next_conv.parameters()):
             p.copy_(torch.randn(p.shape, generator=g) * 0.5)
@@ -777,14 +780,17 @@ def _random_conv_bn(c_in: int, width: int, c_out: int, bias: bool, eps: float, n
 
 def _conv_bn_hint(error: Exception) -> str | None:
     text = str(error)
-    if "running_mean should contain" in text or ("running_mean" in text and "elements" in text):
-        return ("the BatchNorm still has one entry per ORIGINAL channel: it must shrink with its conv "
-                "(weight, bias, running_mean and running_var, all indexed with keep).")
+    if "should contain" in text and "elements" in text:
+        return ("a BatchNorm tensor still has one entry per ORIGINAL channel: the BatchNorm must shrink with its "
+                "conv (weight, bias, running_mean and running_var, all indexed with keep).")
     if _is_shape_error(error):
         return ("a channel is dim 0 of conv.weight (shape (out, in, kh, kw)), one entry of each BatchNorm "
                 "tensor, and dim 1 of next_conv.weight: conv.weight[keep], bn.weight[keep], ..., "
                 "next_conv.weight[:, keep].")
     return _module_hint(error)
+
+
+_CONV_SETTINGS = ("kernel_size", "stride", "padding", "dilation", "groups")
 
 
 def _conv_bn_diagnosis(conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d, keep: list[int],
@@ -800,67 +806,102 @@ def _conv_bn_diagnosis(conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d
     else:
         return "the new conv's weight should hold the kept filters: conv.weight[keep] (dim 0, the output channels)."
     if not same(small.bias, None if conv.bias is None else conv.bias[order]):
-        return "the conv's bias entries of the kept channels must come along: conv.bias[keep]."
+        return "the conv's bias entries of the kept channels must come along, in keep's order: conv.bias[keep]."
     if not (same(small_bn.weight, bn.weight[order]) and same(small_bn.bias, bn.bias[order])):
         return "the BatchNorm's weight (γ) and bias (β) must be sliced like the conv: bn.weight[keep], bn.bias[keep]."
     if not (same(small_bn.running_mean, bn.running_mean[order]) and same(small_bn.running_var, bn.running_var[order])):
-        fresh = small_bn.running_mean is not None and bool((small_bn.running_mean == 0).all()) and \
-            bool((small_bn.running_var == 1).all())
-        return (("the running statistics were dropped: a new BatchNorm starts with mean 0 and variance 1, but "
-                 "in eval mode it normalises with the statistics it learned. " if fresh else "")
-                + "The running statistics must be sliced too: bn.running_mean[keep] and bn.running_var[keep].")
-    if small_bn.eps != bn.eps:
-        return (f"the new BatchNorm has eps={small_bn.eps}, the original eps={bn.eps}: keep it "
-                "(nn.BatchNorm2d(k, eps=bn.eps)).")
+        fresh = bool((small_bn.running_mean == 0).all()) and bool((small_bn.running_var == 1).all())
+        return ("the running statistics were dropped: a new BatchNorm starts with mean 0 and variance 1, but "
+                "in eval mode it normalises with the statistics it learned; slice them too: "
+                "bn.running_mean[keep] and bn.running_var[keep]." if fresh else
+                "the running statistics must be sliced like the conv: bn.running_mean[keep] and bn.running_var[keep].")
     if not same(following.weight, next_conv.weight[:, order]):
         return ("the next conv should keep the same channels as INPUTS, in the same order: "
                 "next_conv.weight[:, keep] (dim 1).")
-    return "check the new convs' stride, padding and kernel size: they must match the originals."
+    if not same(following.bias, next_conv.bias):
+        return "the next conv keeps its whole bias (one entry per output; no output is removed): copy next_conv.bias."
+    return "compare the new modules' settings with the originals'."
 
 
-def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d, keep: list[int],
-                       result: object) -> None:
-    """Type, shapes, new tensors and outputs (eval mode) of what ``slim_conv_bn`` returned."""
+def _conv_bn_settings(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_conv: nn.Conv2d,
+                      small: nn.Conv2d, small_bn: nn.BatchNorm2d, following: nn.Conv2d, k: int) -> None:
+    """Everything but the numbers: settings, biases present, BatchNorm tensors one by one."""
+    for name, old, new in (("conv", conv, small), ("next_conv", next_conv, following)):
+        for setting in _CONV_SETTINGS:
+            if getattr(new, setting) != getattr(old, setting):
+                raise ExerciseFailure(f"{where}: the new {name} has {setting}={getattr(new, setting)}, the original "
+                                      f"{getattr(old, setting)}: keep it (nn.Conv2d(..., {setting}={name}.{setting})).")
+        if (new.bias is None) != (old.bias is None):
+            has = "has no bias" if old.bias is None else "has a bias"
+            raise ExerciseFailure(f"{where}: the original {name} {has}, the new one does not match: build it with "
+                                  f"bias={name}.bias is not None.")
+    if not small_bn.affine or not small_bn.track_running_stats:
+        missing = "γ and β (affine=False)" if not small_bn.affine else "running statistics (track_running_stats=False)"
+        raise ExerciseFailure(f"{where}: the new BatchNorm has no {missing}; build it as nn.BatchNorm2d(k) like the "
+                              "original and copy the kept entries into it.")
+    for name in ("weight", "bias", "running_mean", "running_var"):
+        tensor = getattr(small_bn, name)
+        if tensor is None or tensor.shape != (k,):
+            got = "None" if tensor is None else f"shape {tuple(tensor.shape)}"
+            raise ExerciseFailure(f"{where}: the BatchNorm must shrink with its conv to {k} channels; its {name} "
+                                  f"has {got}: bn.{name}[keep].")
+    if small_bn.num_features != k:
+        raise ExerciseFailure(f"{where}: the BatchNorm's tensors have {k} entries but it says num_features="
+                              f"{small_bn.num_features}: build it with nn.BatchNorm2d(k) rather than editing a copy.")
+    if not isinstance(small_bn.weight, nn.Parameter) or not isinstance(small_bn.bias, nn.Parameter):
+        raise ExerciseFailure(f"{where}: the BatchNorm's weight and bias must stay parameters, so that fine-tuning "
+                              "trains them: copy into them with .copy_() under torch.no_grad().")
+    for name in ("eps", "momentum"):
+        if getattr(small_bn, name) != getattr(bn, name):
+            raise ExerciseFailure(f"{where}: the new BatchNorm has {name}={getattr(small_bn, name)}, the original "
+                                  f"{name}={getattr(bn, name)}: keep it (nn.BatchNorm2d(k, {name}=bn.{name})).")
+
+
+def _check_new_conv_bn(where: str, given: tuple[nn.Module, ...], originals: tuple[nn.Conv2d, nn.BatchNorm2d, nn.Conv2d],
+                       keep: list[int], result: object) -> None:
+    """Type, shapes, settings, new tensors and outputs (eval mode) of what ``slim_conv_bn`` returned;
+    ``originals`` are untouched copies of the modules the learner was given."""
+    conv, bn, next_conv = originals
     kinds = (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d)
     if not (isinstance(result, tuple) and len(result) == 3
-            and all(isinstance(r, t) for r, t in zip(result, kinds, strict=True))):
-        raise ExerciseFailure(f"{where}: expected a tuple (nn.Conv2d, nn.BatchNorm2d, nn.Conv2d), got {_got(result)}.")
-    small, small_bn, following = result
-    if small is conv or small_bn is bn or following is next_conv:
+            and all(type(r) is t for r, t in zip(result, kinds, strict=True))):
+        got = (f"({', '.join(type(r).__name__ for r in result)})" if isinstance(result, tuple | list)
+               else _got(result))
+        raise ExerciseFailure(f"{where}: expected a tuple (Conv2d, BatchNorm2d, Conv2d), got {got}.")
+    if any(r is m for r, m in zip(result, given, strict=True)):
         raise ExerciseFailure(f"{where}: slim_conv_bn returned a module it was given; build new, smaller modules "
                               "and copy the kept slices into them.")
-    k, width, c_in = len(keep), conv.out_channels, conv.in_channels
+    small, small_bn, following = result
+    k, width, c_in, n_out = len(keep), conv.out_channels, conv.in_channels, next_conv.out_channels
+    for name, module in (("conv", small), ("next_conv", following)):
+        if not isinstance(module.weight, nn.Parameter) or module.weight.dim() != 4:
+            raise ExerciseFailure(f"{where}: the new {name}'s weight should be a 4-d nn.Parameter, got "
+                                  f"{_got(module.weight)}; build it with nn.Conv2d(...) and copy into it.")
     if small.weight.shape != (k, c_in, *conv.kernel_size):
         hint = (" You sliced dim 1 (the conv's INPUT channels); a channel this conv writes is dim 0."
                 if small.weight.shape[:2] == (width, k) else "")
         raise ExerciseFailure(f"{where}: the new conv's weight should be {(k, c_in, *conv.kernel_size)} (one filter "
                               f"per kept channel), got {tuple(small.weight.shape)}.{hint}")
-    if small_bn.num_features != k or small_bn.weight is None or small_bn.weight.shape != (k,) or \
-            small_bn.running_mean is None or small_bn.running_mean.shape != (k,):
-        raise ExerciseFailure(f"{where}: the BatchNorm must shrink with its conv to {k} channels (weight, bias, "
-                              f"running_mean, running_var), got num_features={small_bn.num_features}"
-                              + ("" if small_bn.running_mean is None else
-                                 f" and running_mean of shape {tuple(small_bn.running_mean.shape)}") + ".")
-    n_out = next_conv.out_channels
     if following.weight.shape != (n_out, k, *next_conv.kernel_size):
+        shape = tuple(following.weight.shape)
         hint = (" You sliced its OUTPUT channels (dim 0); it reads the kept channels along dim 1."
-                if following.weight.shape[:2] == (k, width) else
-                " Its input channels were not sliced: next_conv.weight[:, keep]." if following.weight.shape[1] == width
-                else "")
+                if shape[:2] == (k, width) else
+                " Its input channels were not sliced: next_conv.weight[:, keep]." if shape[1] == width else "")
         raise ExerciseFailure(f"{where}: the next conv must lose the same channels as INPUTS: weight "
-                              f"{(n_out, k, *next_conv.kernel_size)} expected, got "
-                              f"{tuple(following.weight.shape)}.{hint}")
+                              f"{(n_out, k, *next_conv.kernel_size)} expected, got {shape}.{hint}")
     if (small.in_channels, small.out_channels, following.in_channels, following.out_channels) != (c_in, k, k, n_out):
         raise ExerciseFailure(f"{where}: the weights have the right shapes but the convs say "
-                              f"Conv2d({small.in_channels}, "
-                              f"{small.out_channels}) and Conv2d({following.in_channels}, {following.out_channels}); "
-                              f"build them with nn.Conv2d(...) rather than editing a copy of the old ones.")
-    old = {f"conv.{n}": p for n, p in conv.named_parameters()} | {f"bn.{n}": p for n, p in bn.named_parameters()} | \
-          {f"next_conv.{n}": p for n, p in next_conv.named_parameters()}
-    shared = (_shared_tensor(small, "conv", old) or _shared_tensor(small_bn, "bn", old)
-              or _shared_tensor(following, "next_conv", old))
-    if shared:
-        raise ExerciseFailure(f"{where}: {shared}; {_ALIAS_HINT}")
+                              f"Conv2d({small.in_channels}, {small.out_channels}) and Conv2d({following.in_channels}, "
+                              f"{following.out_channels}); build them with nn.Conv2d(...) rather than editing a copy.")
+    _conv_bn_settings(where, conv, bn, next_conv, small, small_bn, following, k)
+    old = {f"{m}.{n}": t for m, module in zip(("conv", "bn", "next_conv"), given, strict=True)
+           for n, t in (*module.named_parameters(), *module.named_buffers())}
+    for name, module in (("conv", small), ("bn", small_bn), ("next_conv", following)):
+        shared = _shared_tensor(module, name, old) or next(
+            (f"{name}.{n} shares its memory with the original's" for n, b in module.named_buffers()
+             if any(b.untyped_storage().data_ptr() == q.untyped_storage().data_ptr() for q in old.values())), None)
+        if shared:
+            raise ExerciseFailure(f"{where}: {shared}; {_ALIAS_HINT}")
     _require_dtype(where, {"conv": small, "bn": small_bn, "next_conv": following}, conv.weight.dtype)
     if not all(p.requires_grad for m in result for p in m.parameters()):
         raise ExerciseFailure(f"{where}: some returned parameters do not require grad, so fine-tuning could not "
@@ -876,8 +917,9 @@ def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_con
             hidden[:, removed] = 0
             expected = next_conv(hidden)
             got = following(torch.relu(small_bn(small(x))))
-    except RuntimeError as error:
-        raise ExerciseFailure(f"{where}: the returned modules do not run one after the other ({str(error)[:160]}); "
+    except Exception as error:  # noqa: BLE001 -- whatever the learner's modules raise, say so plainly
+        raise ExerciseFailure(f"{where}: the returned modules do not run one after the other "
+                              f"({type(error).__name__}: {str(error)[:160]}); "
                               + (_conv_bn_hint(error) or "")) from error
     finally:
         for m, mode in zip(result, modes, strict=True):
@@ -889,35 +931,53 @@ def _check_new_conv_bn(where: str, conv: nn.Conv2d, bn: nn.BatchNorm2d, next_con
                               f"removed ({diff}); " + _conv_bn_diagnosis(conv, bn, next_conv, keep, result))
 
 
+def _describe_conv_bn(c_in: int, width: int, c_out: int, case: dict, keep: list[int]) -> str:
+    """The case as the learner would build it, naming only settings that are not the defaults."""
+    k, stride = case.get("kernel", 3), case.get("stride", 1)
+    extra = f", stride={stride}" if stride != 1 else ""
+    bn_extra = "".join(f", {n}={case[n]}" for n in ("eps", "momentum") if n in case)
+    return (f"conv Conv2d({c_in}, {width}, {k}{extra}{', bias' if case.get('bias') else ''}), "
+            f"bn BatchNorm2d({width}{bn_extra}), next_conv Conv2d({width}, {c_out}, 3{extra}"
+            f"{', bias' if case.get('next_bias') else ''}), keep={keep}")
+
+
+def _module_snapshot(module: nn.Module) -> tuple:
+    """What the learner must leave alone: settings (in repr), mode and every tensor's values."""
+    return repr(module), module.training, {k: v.clone() for k, v in module.state_dict().items()}
+
+
 @_exercise_check
 def check_slim_conv_bn(slim_conv_bn_fn: Callable) -> NotDone | None:
     """Lesson 06's exercise: ``slim_conv_bn(conv, bn, next_conv, keep)`` returns new, smaller
     ``(nn.Conv2d, nn.BatchNorm2d, nn.Conv2d)`` that compute, in eval mode, what
     ``next_conv(relu(bn(conv(x))))`` computes when the channels not in ``keep`` are removed: the
     conv's filters (dim 0, and its bias if it has one), all four BatchNorm tensors (γ, β, running
-    mean and variance; ``eps`` kept) and the next conv's input channels (dim 1).
+    mean and variance; ``eps`` and ``momentum`` kept) and the next conv's input channels (dim 1;
+    its bias, if any, whole). Kernel size, stride and padding stay.
 
     The new modules must own new tensors; ``keep`` may be in any order (every slice then follows it).
     """
     g = torch.Generator().manual_seed(16)
-    cases = [((3, 6, 4, False, 1e-5, 3), [0, 2, 5]), ((4, 8, 5, False, 1e-5, 3), [1, 2, 3, 7]),
-             ((2, 5, 3, True, 1e-5, 3), [4]), ((3, 6, 2, False, 1e-5, 1), [5, 0, 3]),
-             ((2, 4, 3, False, 1e-5, 3), [0, 1, 2, 3]), ((3, 6, 4, False, 1e-3, 3), [1, 4])]
+    cases = [((3, 6, 4), {}, [0, 2, 5]), ((4, 8, 5), {"next_bias": True}, [1, 2, 3, 7]),
+             ((2, 5, 3), {"bias": True}, [4, 0, 2]), ((3, 6, 2), {"kernel": 1, "stride": 2}, [5, 0, 3]),
+             ((2, 4, 3), {"kernel": 5, "momentum": 0.3}, [0, 1, 2, 3]), ((3, 6, 4), {"eps": 1e-3}, [1, 4])]
     with torch.random.fork_rng(devices=[]):                 # nn.Conv2d(...) draws from the global generator
-        for (c_in, width, c_out, bias, eps, next_kernel), keep in cases:
-            conv, bn, next_conv = _random_conv_bn(c_in, width, c_out, bias, eps, next_kernel, g)
-            modules = (conv, bn, next_conv)
-            before = [{k: v.clone() for k, v in m.state_dict().items()} for m in modules]
-            where = (f"conv Conv2d({c_in}, {width}, 3{', bias' if bias else ''}), bn BatchNorm2d({width}"
-                     f"{f', eps={eps}' if eps != 1e-5 else ''}), next_conv Conv2d({width}, {c_out}, {next_kernel}), "
-                     f"keep={keep}")
-            result = _call(slim_conv_bn_fn, "slim_conv_bn", conv, bn, next_conv, torch.tensor(keep), where=where,
+        for (c_in, width, c_out), case, keep in cases:
+            modules = _random_conv_bn(c_in, width, c_out, case, g)
+            originals = tuple(copy.deepcopy(m) for m in modules)
+            before = [_module_snapshot(m) for m in modules]
+            conv, bn, next_conv = modules
+            where = _describe_conv_bn(c_in, width, c_out, case, keep)
+            result = _call(slim_conv_bn_fn, "slim_conv_bn", *modules, torch.tensor(keep), where=where,
                            hint=_conv_bn_hint)
-            if any(m.state_dict().keys() != b.keys() or any(not torch.equal(b[k], v) for k, v in m.state_dict().items())
-                   for m, b in zip(modules, before, strict=True)):
-                raise ExerciseFailure(f"{where}: slim_conv_bn changed the modules it was given; build new ones and "
-                                      "copy the kept slices into them.")
-            _check_new_conv_bn(where, conv, bn, next_conv, keep, result)
+            after = [_module_snapshot(m) for m in modules]
+            if any(a[:2] != b[:2] or a[2].keys() != b[2].keys() or any(not torch.equal(b[2][k], v)
+                                                                       for k, v in a[2].items())
+                   for a, b in zip(after, before, strict=True)):
+                raise ExerciseFailure(f"{where}: slim_conv_bn changed the modules it was given (their tensors, "
+                                      "settings or train/eval mode); build new ones and copy the kept slices "
+                                      "into them.")
+            _check_new_conv_bn(where, modules, originals, keep, result)
     _passed("slim_conv_bn", len(cases))
 
 

@@ -23,14 +23,17 @@ Shapes: images ``(B, 64)`` (the digits' flattened pixels, as ``data.digits_split
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 
 from .checkpoint import load_verified
 from .data import Split
@@ -93,6 +96,12 @@ class DigitsCNN(nn.Module):
         self.blocks = nn.ModuleList(ResidualBlock(config.width, c) for c in config.inner)
         self.fc = nn.Linear(config.width, config.classes)
 
+    @staticmethod
+    def shapes(config: CNNConfig) -> dict[str, torch.Tensor]:
+        """The state_dict a DigitsCNN of ``config`` has, as empty tensors on the meta device."""
+        with torch.device("meta"):
+            return DigitsCNN(config).state_dict()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.stem_bn(self.stem(as_images(x))))                     # (B, width, 8, 8)
         for block in self.blocks:
@@ -113,6 +122,19 @@ def as_images(x: object, like: torch.Tensor | None = None) -> torch.Tensor:
     return x.reshape(-1, 1, 8, 8)
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode inside the ``with`` block; afterwards every submodule is back in the
+    mode it was in (a model whose BatchNorms were frozen for fine-tuning stays so)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def require_cnn(model: object) -> DigitsCNN:
     """``model`` if it is exactly a DigitsCNN (not a subclass), without foreign hooks or pruning
     masks: the functions here rebuild the model from its config and tensors, and would drop them."""
@@ -123,6 +145,16 @@ def require_cnn(model: object) -> DigitsCNN:
                                                                        module.named_parameters(recurse=False))]
     if pruned:
         raise ValueError(f"model has pruning masks on {pruned}: call pruning.remove_masks(model) first")
+    parametrized = [name for name, module in model.named_modules() if parametrize.is_parametrized(module)]
+    if parametrized:
+        raise ValueError(f"model has parametrizations on {parametrized}: remove them first "
+                         "(torch.nn.utils.parametrize.remove_parametrizations)")
+    expected = {k: v.shape for k, v in DigitsCNN.shapes(model.config).items()}
+    found = {k: v.shape for k, v in model.state_dict().items()}
+    if found != expected:
+        wrong = sorted(set(found) ^ set(expected)) or sorted(k for k in found if found[k] != expected[k])
+        raise ValueError(f"model's layers do not match its config {model.config} (at {wrong[:3]}): it was "
+                         "changed by hand; build it with slim_cnn or drop_blocks, which keep the two in step")
     return model
 
 
@@ -246,9 +278,8 @@ def block_scores_cosine(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
     recent LLM work (e.g. Men et al., "ShortGPT", 2024), here with pixels for tokens."""
     require_cnn(model)
     x = as_images(x, model.fc.weight)
-    scores, was_training = [], model.training
-    model.eval()
-    try:
+    scores = []
+    with eval_mode(model):
         h = F.relu(model.stem_bn(model.stem(x)))
         for block in model.blocks:
             out = block(h)
@@ -256,8 +287,6 @@ def block_scores_cosine(model: DigitsCNN, x: torch.Tensor) -> torch.Tensor:
             cos = F.cosine_similarity(h, out, dim=1)[used]
             scores.append(1 - cos.mean() if cos.numel() else h.new_zeros(()))
             h = out
-    finally:
-        model.train(was_training)
     return torch.stack(scores) if scores else x.new_zeros(0)
 
 
@@ -298,8 +327,8 @@ def load_cnn(saved: dict) -> DigitsCNN:
         raise ValueError("saved must be what save_cnn returns: a dict with 'config' (a dict) and 'state_dict'")
     with torch.device("meta"):
         model = DigitsCNN(CNNConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"], assign=True)
-    return model.eval()
+    model.load_state_dict({k: v.detach().clone() for k, v in saved["state_dict"].items()}, assign=True)
+    return model.eval()                              # its own tensors: training it changes nothing else
 
 
 CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "cnn_digits.pt"   # ships with the package

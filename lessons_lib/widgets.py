@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn.utils import prune
 
-from .measure import count_parameters, latency_ms, output_error
+from .measure import count_parameters, latency_ms, multiply_adds, output_error
 from .plots import plot_latency, plot_plans, plot_pruned_layer
 from .pruning import copy_model, layer_sparsities, linear_layers, masked_copy, prune_global, prune_layerwise
 from .schedules import cubic_plan, iterative_plan, one_shot_plan, sparsity_per_epoch
@@ -554,12 +554,12 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     |γ| first, ``cnn.channel_scores(model, "bn")``) and a checkbox per residual block (unticked:
     the block is dropped). Shows live accuracy on images ``x`` ``(B, 64)`` with labels ``y``
     ``(B,)``, without fine-tuning, the parameter count, and the measured latency of a batch of
-    ``batch`` images next to the dense model's.
+    ``batch`` images next to the dense model's, and multiply-adds per image.
 
     Each change rebuilds a model from ``model`` (``cnn.slim_cnn``, then ``cnn.drop_blocks``);
     ``model`` (a ``cnn.DigitsCNN``) is not modified. Returns ``VBox([sliders..., boxes, readout])``.
     """
-    from .cnn import as_images, channel_scores, drop_blocks, require_cnn, slim_cnn
+    from .cnn import as_images, channel_scores, drop_blocks, eval_mode, require_cnn, slim_cnn
     from .training import accuracy, check_labels
 
     require_cnn(model)
@@ -580,20 +580,17 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
         with torch.no_grad():
             return latency_ms(lambda: m(inputs), calls=5)
 
-    model_mode = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         dense_ms, dense_params = quick_ms(model), count_parameters(model)
-    finally:
-        model.train(model_mode)
 
     def redraw(_change: object = None) -> None:
         keep = {name: keep_top(scores[name], slider.value) for name, slider in sliders.items()}
-        slim = slim_cnn(model, keep.pop("residual"), keep)
-        slim = drop_blocks(slim, [i for i, box in enumerate(boxes) if box.value]).eval()
+        kept_blocks = [i for i, box in enumerate(boxes) if box.value]
+        slim = drop_blocks(slim_cnn(model, keep.pop("residual"), keep), kept_blocks).eval()
         params = count_parameters(slim)
-        readout.value = (f"accuracy {accuracy(slim, x, y):.1%} (no fine-tuning) · width {slim.config.width}, "
-                         f"inner {slim.config.inner} · {params:,} parameters ({params / dense_params:.0%}) · "
+        readout.value = (f"accuracy {accuracy(slim, x, y):.1%} (no fine-tuning) · blocks {kept_blocks}, width "
+                         f"{slim.config.width}, inner {slim.config.inner} · {params:,} parameters "
+                         f"({params / dense_params:.0%}) · {multiply_adds(slim, x[:1]):,} multiply-adds per image · "
                          f"{quick_ms(slim):.2f} ms per batch of {batch} (dense {dense_ms:.2f} ms)")
 
     for control in (*sliders.values(), *boxes):

@@ -726,10 +726,13 @@ def _conv_bn(conv, bn, next_conv, keep, bn_order=None, next_order=None, eps=None
     keep = keep.tolist() if isinstance(keep, torch.Tensor) else list(keep)
     bn_order = keep if bn_order is None else bn_order
     next_order = keep if next_order is None else next_order
-    small = nn.Conv2d(conv.in_channels, len(keep), conv.kernel_size, padding=conv.padding, bias=conv.bias is not None)
-    small_bn = nn.BatchNorm2d(len(keep), eps=bn.eps if eps is None else eps)
-    following = nn.Conv2d(len(keep), next_conv.out_channels, next_conv.kernel_size, padding=next_conv.padding,
-                          bias=next_conv.bias is not None)
+
+    def like(old, c_in, c_out):
+        return nn.Conv2d(c_in, c_out, old.kernel_size, stride=old.stride, padding=old.padding,
+                         bias=old.bias is not None)
+
+    small, following = like(conv, conv.in_channels, len(keep)), like(next_conv, len(keep), next_conv.out_channels)
+    small_bn = nn.BatchNorm2d(len(keep), eps=bn.eps if eps is None else eps, momentum=bn.momentum)
     with torch.no_grad():
         small.weight.copy_(conv.weight[keep])
         if conv.bias is not None:
@@ -737,6 +740,8 @@ def _conv_bn(conv, bn, next_conv, keep, bn_order=None, next_order=None, eps=None
         for name in ("weight", "bias", *(("running_mean", "running_var") if stats else ())):
             getattr(small_bn, name).copy_(getattr(bn, name)[bn_order])
         following.weight.copy_(next_conv.weight[:, next_order])
+        if next_conv.bias is not None:
+            following.bias.copy_(next_conv.bias)
     return small, small_bn, following
 
 
@@ -787,12 +792,52 @@ CONV_BN_WRONG = {
                                       "bn.weight is bn.weight itself"),
     "in place": (_conv_bn_in_place, "slim_conv_bn changed the modules it was given"),
     "returns the given modules": (lambda c, b, n, k: (c, b, n), "returned a module it was given"),
-    "two modules": (lambda c, b, n, k: _conv_bn(c, b, n, k)[:2], "expected a tuple (nn.Conv2d, nn.BatchNorm2d"),
+    "two modules": (lambda c, b, n, k: _conv_bn(c, b, n, k)[:2],
+                    "expected a tuple (Conv2d, BatchNorm2d, Conv2d), got (Conv2d, BatchNorm2d)"),
     "float64": (lambda c, b, n, k: tuple(m.double() for m in _conv_bn(c, b, n, k)),
                 "conv.weight is float64, the original is float32"),
     "frozen": (_conv_bn_then(lambda n, o, k: (n[2].weight.requires_grad_(False), n)[1]), "do not require grad"),
     "no return": (lambda c, b, n, k: None, "got None (is a `return` missing?)"),
+    "conv with a default bias": (_conv_bn_then(lambda n, o, k: (_replace_conv(n[0], bias=True), *n[1:])),
+                                 "the original conv has no bias"),
+    "next conv without its bias": (_conv_bn_then(lambda n, o, k: (*n[:2], _replace_conv(n[2], bias=False))),
+                                   "the original next_conv has a bias"),
+    "next bias sliced": (_conv_bn_then(lambda n, o, k: (n[2].bias is not None and n[2].bias.data.mul_(0.5), n)[1]),
+                         "the next conv keeps its whole bias"),
+    "kernel hard-coded": (_conv_bn_then(lambda n, o, k: (_replace_conv(n[0], kernel=3), *n[1:])),
+                          "the new conv's weight should be (3, 3, 1, 1)"),
+    "stride dropped": (_conv_bn_then(lambda n, o, k: (_replace_conv(n[0], stride=1), *n[1:])),
+                       "the new conv has stride=(1, 1), the original (2, 2)"),
+    "affine=False": (_conv_bn_then(lambda n, o, k: (n[0], nn.BatchNorm2d(len(k), affine=False), n[2])),
+                     "the new BatchNorm has no γ and β (affine=False)"),
+    "no running statistics": (_conv_bn_then(lambda n, o, k: (n[0], nn.BatchNorm2d(len(k), track_running_stats=False),
+                                                             n[2])), "(track_running_stats=False)"),
+    "default momentum": (_conv_bn_then(lambda n, o, k: (setattr(n[1], "momentum", 0.1), n)[1]),
+                         "the new BatchNorm has momentum=0.1, the original momentum=0.3"),
+    "shares running_mean": (_conv_bn_then(lambda n, o, k: (len(k) == len(o[1].running_mean) and
+                                                           setattr(n[1], "running_mean", o[1].running_mean), n)[1]),
+                            "bn.running_mean shares its memory with the original's"),
+    "sets the given BatchNorm to train": (_conv_bn_then(lambda n, o, k: (o[1].train(), n)[1]),
+                                          "changed the modules it was given (their tensors, settings or train/eval"),
+    "weight None": (_conv_bn_then(lambda n, o, k: (setattr(n[2], "weight", None), n)[1]),
+                    "the new next_conv's weight should be a 4-d nn.Parameter, got None"),
+    "lazy conv": (_conv_bn_then(lambda n, o, k: (nn.LazyConv2d(len(k), 3), *n[1:])),
+                  "expected a tuple (Conv2d, BatchNorm2d, Conv2d), got (LazyConv2d, BatchNorm2d, Conv2d)"),
 }
+
+
+def _replace_conv(old, bias=None, kernel=None, stride=None):
+    """A conv like ``old`` with one setting changed, holding as much of old's weight as fits."""
+    kernel = old.kernel_size[0] if kernel is None else kernel
+    new = nn.Conv2d(old.in_channels, old.out_channels, kernel, stride=old.stride if stride is None else stride,
+                    padding=kernel // 2, bias=(old.bias is not None) if bias is None else bias)
+    with torch.no_grad():
+        if new.weight.shape == old.weight.shape:
+            new.weight.copy_(old.weight)
+        if new.bias is not None and old.bias is not None:
+            new.bias.copy_(old.bias)
+    return new
+
 
 CONV_BN_RIGHT = {
     "copy_": _conv_bn,

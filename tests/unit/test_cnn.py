@@ -293,3 +293,40 @@ def test_cnn_checkpoint_script_reproduces_the_committed_metrics(tmp_path):
     for key in ("val_accuracy", "test_accuracy"):
         assert record[key] == pytest.approx(committed[key], abs=tolerance)
     assert record["parameters"] == committed["parameters"] == 56_362
+
+
+def test_models_changed_by_hand_are_refused_and_loaded_models_own_their_tensors():
+    from torch.nn.utils import parametrize
+
+    from lessons_lib.cnn import block_scores_cosine, eval_mode
+    torch.manual_seed(0)
+    model = DigitsCNN(CNNConfig(width=4, inner=[3, 2, 2]))
+    cut = DigitsCNN(CNNConfig(width=4, inner=[3, 2, 2]))
+    cut.blocks = cut.blocks[:2]                                     # depth-pruned by hand: config says 3
+    with pytest.raises(ValueError, match=r"do not match its config .* changed by hand"):
+        slim_cnn(cut, [0, 1])
+    swapped = DigitsCNN(CNNConfig(width=4, inner=[3, 2, 2]))
+    swapped.fc = torch.nn.Linear(4, 3)
+    with pytest.raises(ValueError, match=r"do not match its config .*fc"):
+        save_cnn(swapped)
+
+    class Same(torch.nn.Module):
+        def forward(self, w):
+            return w
+    wrapped = DigitsCNN(CNNConfig(width=4, inner=[3, 2, 2]))
+    parametrize.register_parametrization(wrapped.stem, "weight", Same())
+    with pytest.raises(ValueError, match="parametrizations on .*stem"):
+        channel_groups(wrapped)
+
+    saved = save_cnn(model)
+    a, b = load_cnn(saved), load_cnn(saved)
+    with torch.no_grad():
+        a.stem.weight.add_(1.0)
+    assert torch.equal(b.stem.weight, model.stem.weight) and torch.equal(saved["state_dict"]["stem.weight"],
+                                                                         model.stem.weight)
+    model.train()
+    model.stem_bn.eval()                                            # frozen BatchNorm: must stay frozen
+    with eval_mode(model):
+        assert not any(m.training for m in model.modules())
+    block_scores_cosine(model, torch.randn(3, 64))
+    assert model.training and not model.stem_bn.training and model.blocks[0].bn1.training
