@@ -142,6 +142,8 @@ def main() -> None:
         arms[f"width: {k} {what} (|γ|)"] = lambda k=k, r=residual_too: narrowed(k, r)
     depth_vs_width = {name: (count_parameters(make()), fine_tuned(make, data)) for name, make in arms.items()}
     depth_speed = {name: speed(dense, make(), data) for name, make in arms.items()}
+    # speed does not depend on the weights' values: every group narrowed to each width, untrained
+    widths = {k: speedup_vs_arithmetic(dense, narrowed(k, True).eval(), data.x_test[:64]) for k in range(16, 33, 2)}
     both = width["inner and residual channels halved (|γ|)"]
     lines = ["# CNN results (issue 16)", "",
              f"Shipped dense CNN: {count_parameters(dense):,} parameters, test accuracy {100 * dense_acc:.1f}%. "
@@ -164,6 +166,10 @@ def main() -> None:
     lines += ["", f"Half of every group fine-tuned 10 epochs: {pct(both)}; the same shape (16 channels everywhere) "
               f"trained from random weights with the recipe: {pct(scratch[10])} in 10 epochs, {pct(scratch[20])} "
               f"in 20 (seeds {', '.join(map(str, SEEDS))}; test accuracy)."]
+    lines += ["", "Every group narrowed to k channels (untrained: speed does not depend on the weights), batch 64:", "",
+              "| k | " + " | ".join(str(k) for k in widths) + " |", "|---|" + "---|" * len(widths),
+              "| speed-up | " + " | ".join(f"{s:.2f}x" for s, _ in widths.values()) + " |",
+              "| multiply-add ratio | " + " | ".join(f"{r:.2f}x" for _, r in widths.values()) + " |"]
     lines += ["", "## Choosing inner channels without fine-tuning (the 5 retrained models, validation accuracy)", "",
               "| removed | L1 | L2 | abs(γ) | median of 10 random | abs(γ) above the random median |",
               "|---|---|---|---|---|---|"]

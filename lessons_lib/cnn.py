@@ -238,6 +238,16 @@ def channel_scores(model: DigitsCNN, kind: str = "l1") -> dict[str, torch.Tensor
     return {"residual": residual, **{f"blocks.{i}.inner": score(b.conv1, b.bn1) for i, b in enumerate(model.blocks)}}
 
 
+def multiply_adds_per_image(model: DigitsCNN) -> int:
+    """Multiply-adds of one 8x8 image through ``model``, counted from its config: each 3x3 conv
+    does ``out · in · 9`` at each of the 64 positions, the classifier ``width · classes``. The same
+    count as ``measure.multiply_adds(model, x[:1])`` (a test checks it), without running the model."""
+    require_cnn(model)
+    c = model.config
+    convs = c.width * 1 + sum(2 * c.width * inner for inner in c.inner)           # (out · in) summed
+    return convs * 9 * 64 + c.width * c.classes
+
+
 def bn_l1_penalty(model: DigitsCNN, strength: float) -> torch.Tensor:
     """``strength · Σ|γ|`` over every BatchNorm of ``model``, a 0-d tensor: Network Slimming's
     sparsity term, added to the loss so that training pushes the scales of unneeded channels

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.nn.utils import prune
 
-from .measure import count_parameters, latency_ms, multiply_adds, output_error
+from .measure import count_parameters, latency_ms, output_error
 from .plots import plot_latency, plot_plans, plot_pruned_layer
 from .pruning import copy_model, layer_sparsities, linear_layers, masked_copy, prune_global, prune_layerwise
 from .schedules import cubic_plan, iterative_plan, one_shot_plan, sparsity_per_epoch
@@ -559,7 +559,7 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     Each change rebuilds a model from ``model`` (``cnn.slim_cnn``, then ``cnn.drop_blocks``);
     ``model`` (a ``cnn.DigitsCNN``) is not modified. Returns ``VBox([sliders..., boxes, readout])``.
     """
-    from .cnn import as_images, channel_scores, drop_blocks, eval_mode, require_cnn, slim_cnn
+    from .cnn import as_images, channel_scores, drop_blocks, eval_mode, multiply_adds_per_image, require_cnn, slim_cnn
     from .training import accuracy, check_labels
 
     require_cnn(model)
@@ -576,9 +576,9 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
                               layout=widgets.Layout(width="120px")) for i in range(len(model.blocks))]
     readout = widgets.HTML()
 
-    def quick_ms(m: nn.Module) -> float:                       # median of 5 calls: a live estimate
+    def quick_ms(m: nn.Module) -> float:                       # median of 3 calls: a live estimate
         with torch.no_grad():
-            return latency_ms(lambda: m(inputs), calls=5)
+            return latency_ms(lambda: m(inputs), calls=3)
 
     with eval_mode(model):
         dense_ms, dense_params = quick_ms(model), count_parameters(model)
@@ -590,7 +590,7 @@ def cnn_explorer(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
         params = count_parameters(slim)
         readout.value = (f"accuracy {accuracy(slim, x, y):.1%} (no fine-tuning) · blocks {kept_blocks}, width "
                          f"{slim.config.width}, inner {slim.config.inner} · {params:,} parameters "
-                         f"({params / dense_params:.0%}) · {multiply_adds(slim, x[:1]):,} multiply-adds per image · "
+                         f"({params / dense_params:.0%}) · {multiply_adds_per_image(slim):,} multiply-adds per image · "
                          f"{quick_ms(slim):.2f} ms per batch of {batch} (dense {dense_ms:.2f} ms)")
 
     for control in (*sliders.values(), *boxes):

@@ -330,3 +330,15 @@ def test_models_changed_by_hand_are_refused_and_loaded_models_own_their_tensors(
         assert not any(m.training for m in model.modules())
     block_scores_cosine(model, torch.randn(3, 64))
     assert model.training and not model.stem_bn.training and model.blocks[0].bn1.training
+
+
+def test_multiply_adds_per_image_counts_what_flop_counter_counts():
+    from lessons_lib.cnn import drop_blocks, multiply_adds_per_image
+    from lessons_lib.measure import multiply_adds
+
+    torch.manual_seed(0)
+    x = torch.randn(1, 64)
+    for config in (CNNConfig(), CNNConfig(width=5, inner=[3, 7]), CNNConfig(width=2, inner=[], classes=4)):
+        model = DigitsCNN(config)
+        assert multiply_adds_per_image(model) == multiply_adds(model, x)
+    assert multiply_adds_per_image(drop_blocks(DigitsCNN(), [0])) == multiply_adds(drop_blocks(DigitsCNN(), [0]), x)
