@@ -27,6 +27,22 @@ def layer() -> torch.nn.Linear:
     return torch.nn.Linear(100, 50)
 
 
+@pytest.fixture
+def checkpoint_script():
+    """``checkpoint_script(name)``: the ``main`` of ``scripts/<name>.py``, loaded as a module (the
+    scripts are not a package), for the tests that re-train a shipped checkpoint."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.main
+    return load
+
+
 def pytest_collection_modifyitems(items) -> None:
     """nbval's notebook cells are integration tests: mark them slow, like the browser test and the
     builds that run notebooks, so that `make test-fast` (-m "not slow") leaves them out."""

@@ -69,18 +69,6 @@ COUNT_ZEROS_RIGHT = {
 }
 
 
-@pytest.mark.parametrize("name", COUNT_ZEROS_WRONG)
-def test_count_zeros_rejects(name):
-    fn, fragment = COUNT_ZEROS_WRONG[name]
-    _rejects(check_count_zeros, fn, fragment)
-
-
-@pytest.mark.parametrize("name", COUNT_ZEROS_RIGHT)
-def test_count_zeros_accepts(name, capsys):
-    check_count_zeros(COUNT_ZEROS_RIGHT[name])
-    assert "✓ count_zeros passes all 6 checks." in capsys.readouterr().out
-
-
 # ---------------------------------------------------------------- magnitude_mask (lesson 01)
 
 def _prune_k(weight, k):
@@ -193,18 +181,6 @@ MASK_RIGHT = {
 }
 
 
-@pytest.mark.parametrize("name", MASK_WRONG)
-def test_magnitude_mask_rejects(name):
-    fn, fragment = MASK_WRONG[name]
-    _rejects(check_magnitude_mask, fn, fragment)
-
-
-@pytest.mark.parametrize("name", MASK_RIGHT)
-def test_magnitude_mask_accepts(name, capsys):
-    check_magnitude_mask(MASK_RIGHT[name])
-    assert "✓ magnitude_mask passes all 13 checks." in capsys.readouterr().out
-
-
 def test_magnitude_mask_messages_name_case_and_convention():
     message = _rejects(check_magnitude_mask, MASK_WRONG["ceil"][0],
                        "expected round(0.5 x 5) = 2 zeros, your mask has 3")
@@ -305,18 +281,6 @@ THRESHOLD_RIGHT = {
 }
 
 
-@pytest.mark.parametrize("name", THRESHOLD_WRONG)
-def test_global_threshold_rejects(name):
-    fn, fragment = THRESHOLD_WRONG[name]
-    _rejects(check_global_threshold, fn, fragment)
-
-
-@pytest.mark.parametrize("name", THRESHOLD_RIGHT)
-def test_global_threshold_accepts(name, capsys):
-    check_global_threshold(THRESHOLD_RIGHT[name])
-    assert "✓ global_threshold passes all 12 checks." in capsys.readouterr().out
-
-
 # ---------------------------------------------------------------- cubic_sparsity (lesson 03)
 
 def _progress(t, a, b):
@@ -367,18 +331,6 @@ CUBIC_RIGHT = {
     "numpy clip": lambda t, f, a, b: f * (1 - (1 - np.clip((t - a) / (b - a), 0, 1)) ** 3),
     "library": lambda t, f, a, b: __import__("lessons_lib.schedules", fromlist=["x"]).cubic_sparsity(t, f, a, b),
 }
-
-
-@pytest.mark.parametrize("name", CUBIC_WRONG)
-def test_cubic_sparsity_rejects(name):
-    fn, fragment = CUBIC_WRONG[name]
-    _rejects(check_cubic_sparsity, fn, fragment)
-
-
-@pytest.mark.parametrize("name", CUBIC_RIGHT)
-def test_cubic_sparsity_accepts(name, capsys):
-    check_cubic_sparsity(CUBIC_RIGHT[name])
-    assert "✓ cubic_sparsity passes all 11 checks." in capsys.readouterr().out
 
 
 def test_cubic_message_shows_every_digit():
@@ -542,18 +494,6 @@ SLIM_RIGHT = {
 }
 
 
-@pytest.mark.parametrize("name", SLIM_WRONG)
-def test_slim_pair_rejects(name):
-    fn, fragment = SLIM_WRONG[name]
-    _rejects(check_slim_pair, fn, fragment)
-
-
-@pytest.mark.parametrize("name", SLIM_RIGHT)
-def test_slim_pair_accepts(name, capsys):
-    check_slim_pair(SLIM_RIGHT[name])
-    assert "✓ slim_pair passes all 6 checks." in capsys.readouterr().out
-
-
 def test_slim_pair_crash_names_the_case():
     message = _rejects(check_slim_pair, _columns_copy, "slim_pair raised RuntimeError for layer Linear(6, 5), "
                                                        "next_layer Linear(5, 3), keep=[0, 2, 4]")
@@ -702,18 +642,6 @@ HEADS_RIGHT = {
 }
 
 
-@pytest.mark.parametrize("name", HEADS_WRONG)
-def test_remove_heads_rejects(name):
-    fn, fragment = HEADS_WRONG[name]
-    _rejects(check_remove_heads, fn, fragment)
-
-
-@pytest.mark.parametrize("name", HEADS_RIGHT)
-def test_remove_heads_accepts(name, capsys):
-    check_remove_heads(HEADS_RIGHT[name])
-    assert "✓ remove_heads passes all 6 checks." in capsys.readouterr().out
-
-
 def test_remove_heads_crash_names_the_case():
     _rejects(check_remove_heads, _head_numbers_as_rows,
              "remove_heads raised RuntimeError for Attention(d_model=16) with 4 heads of size 4, keep=[0, 2]")
@@ -855,18 +783,6 @@ def _conv_bn_load_state(conv, bn, next_conv, keep):
     return small, small_bn, following
 
 
-@pytest.mark.parametrize("name", CONV_BN_WRONG)
-def test_slim_conv_bn_rejects(name):
-    fn, fragment = CONV_BN_WRONG[name]
-    _rejects(check_slim_conv_bn, fn, fragment)
-
-
-@pytest.mark.parametrize("name", CONV_BN_RIGHT)
-def test_slim_conv_bn_accepts(name, capsys):
-    check_slim_conv_bn(CONV_BN_RIGHT[name])
-    assert "✓ slim_conv_bn passes all 6 checks." in capsys.readouterr().out
-
-
 def test_slim_conv_bn_not_done_and_generator():
     state = torch.get_rng_state()
     def stub(conv, bn, next_conv, keep):
@@ -874,6 +790,33 @@ def test_slim_conv_bn_not_done_and_generator():
     assert repr(check_slim_conv_bn(stub)) == "0"
     check_slim_conv_bn(_conv_bn)
     assert torch.equal(torch.get_rng_state(), state)
+
+
+# ---------------------------------------------------------------- every checker, wrong and right
+
+EXERCISES = {   # function the learner writes -> (checker, wrong solutions, right ones, checks it runs)
+    "count_zeros": (check_count_zeros, COUNT_ZEROS_WRONG, COUNT_ZEROS_RIGHT, 6),
+    "magnitude_mask": (check_magnitude_mask, MASK_WRONG, MASK_RIGHT, 13),
+    "global_threshold": (check_global_threshold, THRESHOLD_WRONG, THRESHOLD_RIGHT, 12),
+    "cubic_sparsity": (check_cubic_sparsity, CUBIC_WRONG, CUBIC_RIGHT, 11),
+    "slim_pair": (check_slim_pair, SLIM_WRONG, SLIM_RIGHT, 6),
+    "remove_heads": (check_remove_heads, HEADS_WRONG, HEADS_RIGHT, 6),
+    "slim_conv_bn": (check_slim_conv_bn, CONV_BN_WRONG, CONV_BN_RIGHT, 6),
+}
+
+
+@pytest.mark.parametrize(("exercise", "name"), [(e, n) for e, (_, wrong, _, _) in EXERCISES.items() for n in wrong])
+def test_checker_rejects_the_wrong_solution_naming_its_mistake(exercise, name):
+    checker, wrong, _, _ = EXERCISES[exercise]
+    fn, fragment = wrong[name]
+    _rejects(checker, fn, fragment)
+
+
+@pytest.mark.parametrize(("exercise", "name"), [(e, n) for e, (_, _, right, _) in EXERCISES.items() for n in right])
+def test_checker_accepts_the_right_solution(exercise, name, capsys):
+    checker, _, right, checks = EXERCISES[exercise]
+    checker(right[name])
+    assert f"✓ {exercise} passes all {checks} checks." in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- the lessons' own solutions

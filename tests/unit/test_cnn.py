@@ -274,17 +274,11 @@ def test_block_scores_check_their_inputs():
 
 
 @pytest.mark.slow
-def test_cnn_checkpoint_script_reproduces_the_committed_metrics(tmp_path):
+def test_cnn_checkpoint_script_reproduces_the_committed_metrics(tmp_path, checkpoint_script):
     """Re-trains the shipped CNN from scratch (about 11 s on one thread) and compares with its record."""
-    import importlib.util
     import json
-    from pathlib import Path
 
-    script = Path(__file__).resolve().parents[2] / "scripts" / "train_cnn_checkpoint.py"
-    spec = importlib.util.spec_from_file_location("train_cnn_checkpoint", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    record = module.main(tmp_path)
+    record = checkpoint_script("train_cnn_checkpoint")(tmp_path)
     committed = json.loads(CHECKPOINT.with_suffix(".json").read_text())
     # Same release: the same sums in the same order, so the same accuracies within an image or two.
     # Another release may land a little elsewhere (the recipe's 5 seeds span 98.3-99.4% on test).

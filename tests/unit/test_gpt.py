@@ -107,14 +107,9 @@ def test_committed_checkpoint_loads_after_hash_check(tmp_path):
 
 
 @pytest.mark.slow
-def test_checkpoint_script_reproduces_the_committed_metrics(tmp_path):
+def test_checkpoint_script_reproduces_the_committed_metrics(tmp_path, checkpoint_script):
     """Re-trains from scratch (about 1.5 minutes on one thread) and compares with the record."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("train_checkpoint", ROOT / "scripts" / "train_checkpoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    record = module.main(tmp_path)
+    record = checkpoint_script("train_checkpoint")(tmp_path)
     committed = json.loads(CHECKPOINT.with_suffix(".json").read_text())
     # With the PyTorch release that wrote the record, training repeats to within half a point. Another
     # release sums floats in another order and lands elsewhere: torch 2.4 reached 98.9% / 99.5% where
